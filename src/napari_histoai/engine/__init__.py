@@ -1,0 +1,1 @@
+"""Jobs (progress + cooperative cancel), tiling and stitching, tissue masks, devices, seeds."""

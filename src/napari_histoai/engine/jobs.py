@@ -1,0 +1,114 @@
+"""The job pattern shared by the GUI, the CLI and the batch runner.
+
+A *job* is a generator function. It ``yield``s :class:`Progress` items between units of work
+(tiles, training steps) and ``return``s its result. Cancelling is cooperative:
+
+* a front end that iterates the generator stops iterating and calls ``close()``: the job sees
+  ``GeneratorExit`` at its current ``yield`` and ``finally`` blocks clean up;
+* a job can also be handed a :class:`CancelFlag` (e.g. by a thread that cannot close it) and
+  checks it via :func:`check_cancel` between steps, raising :class:`Cancelled`.
+
+Napari's ``thread_worker`` runs generator functions natively (``worker.quit()`` closes the
+generator at the next yield); :func:`run_job` below is the CLI / batch / test runner.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Optional
+
+__all__ = ["Progress", "Cancelled", "CancelFlag", "JobError", "Job", "run_job", "check_cancel"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: ``done`` of ``total`` units; ``info`` carries optional live values
+    (e.g. ``{"loss": 0.3}`` or a preview array) that a front end may show."""
+
+    done: int
+    total: int
+    message: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its cancel flag is set."""
+
+
+class JobError(Exception):
+    """A user-facing error: bad input, unreadable file, wrong model. The message is one line
+    meant to be shown verbatim (napari notification, CLI stderr)."""
+
+
+class CancelFlag:
+    """A thread-safe cancel request, shared between a front end and a running job."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    __bool__ = is_set
+
+
+def check_cancel(flag: Optional[CancelFlag]) -> None:
+    """Raise :class:`Cancelled` if ``flag`` is set (no-op for ``None``)."""
+    if flag is not None and flag.is_set():
+        raise Cancelled("cancelled by the user")
+
+
+Job = Generator[Progress, None, Any]
+
+
+def run_job(
+    job: Job,
+    on_progress: Optional[Callable[[Progress], None]] = None,
+    cancel: Optional[CancelFlag] = None,
+) -> Any:
+    """Run a job to completion in the calling thread and return its result.
+
+    ``on_progress`` is called for every yielded :class:`Progress`. If ``cancel`` becomes set the
+    generator is closed at its next yield and :class:`Cancelled` is raised.
+    """
+    try:
+        while True:
+            try:
+                item = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if on_progress is not None and isinstance(item, Progress):
+                on_progress(item)
+            if cancel is not None and cancel.is_set():
+                job.close()
+                raise Cancelled("cancelled by the user")
+    finally:
+        job.close()
+
+
+def run_with_tqdm(job: Job, desc: str = "", cancel: Optional[CancelFlag] = None) -> Any:
+    """Run a job with a tqdm progress bar on stderr (the CLI front end)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="", dynamic_ncols=True, leave=False)
+    try:
+
+        def show(p: Progress) -> None:
+            if bar.total != p.total:
+                bar.total = p.total
+            bar.n = p.done
+            if p.message:
+                bar.set_postfix_str(p.message, refresh=False)
+            bar.refresh()
+
+        return run_job(job, show, cancel)
+    finally:
+        bar.close()

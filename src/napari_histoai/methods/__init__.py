@@ -1,0 +1,1 @@
+"""The five methods, one package each. Torch lives here; Qt and napari never do."""

@@ -1,0 +1,1 @@
+"""Nuclei point detection: the detector protocol, the tiled detect job, AC-Former."""
