@@ -1,0 +1,46 @@
+"""Detectors by name: the bundled/user AC-Former models and the classical fallback."""
+
+from __future__ import annotations
+
+from ...engine.jobs import JobError
+
+CLASSICAL = "classical"
+ACFORMER_KIND = "acformer-detector"
+DEFAULT_MODEL = "acformer-crc"
+
+
+def available_detectors() -> list[str]:
+    """Model names for the selector: trained models first (bundled default first), then the
+    classical fallback."""
+    from ...models import list_models
+
+    names = list(list_models(ACFORMER_KIND))
+    if DEFAULT_MODEL in names:
+        names.remove(DEFAULT_MODEL)
+        names.insert(0, DEFAULT_MODEL)
+    return names + [CLASSICAL]
+
+
+def default_detector() -> str:
+    """The bundled AC-Former model when it ships, else the classical detector."""
+    return available_detectors()[0]
+
+
+def load_detector(name_or_path: str, device: str = "auto"):
+    """A ready :class:`~.base.Detector` from a name (see :func:`available_detectors`) or a
+    model folder. Wrong-kind or corrupt models raise a one-line ``JobError``."""
+    if str(name_or_path) == CLASSICAL:
+        from ..classical import ClassicalDetector
+
+        return ClassicalDetector()
+    from ...models import read_config, resolve_model
+
+    folder = resolve_model(name_or_path)
+    cfg = read_config(folder)
+    if cfg["kind"] != ACFORMER_KIND:
+        raise JobError(f"{folder.name} is a {cfg['kind']!r} model, not a nuclei detector")
+    try:
+        from .predict import load_acformer
+    except ImportError as e:  # pragma: no cover - only while AC-Former is being built
+        raise JobError(f"AC-Former support is not available: {e}") from None
+    return load_acformer(folder, device=device)
