@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Optional
@@ -89,6 +90,7 @@ def open_tiff(path: Path) -> SlideImage:
     import tifffile
     import zarr
 
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # we report one line ourselves
     tf = tifffile.TiffFile(str(path))
     try:
         if not tf.series:

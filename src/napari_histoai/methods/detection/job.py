@@ -118,3 +118,24 @@ def detect_job(
         points=pts, class_ids=cls.astype(np.int64), scores=sc, classes=list(detector.classes),
         mpp=image.mpp, model=detector.name, region=region, n_tiles=total, n_tiles_skipped=skipped, notes=notes,
     )
+
+
+def detect_image_job(
+    image,
+    model: Optional[str] = None,
+    device: str = "auto",
+    region: Optional[Sequence[float]] = None,
+    tissue_only: bool = True,
+    batch_size: int = 4,
+    min_score: float = 0.0,
+) -> Job:
+    """Load ``model`` (name or folder; default = bundled model) and run :func:`detect_job`.
+    The one job behind the "Detect nuclei" widget, ``histoai detect`` and batch runs."""
+    from .registry import default_detector, load_detector
+
+    name = model or default_detector()
+    yield Progress(0, 0, f"loading {name}")
+    detector = load_detector(name, device=device)
+    result = yield from detect_job(image, detector, region=region, tissue_only=tissue_only,
+                                   batch_size=batch_size, min_score=min_score)
+    return result

@@ -1,0 +1,1 @@
+"""Thin Qt docks: read layers, start jobs, show results. No numerics here."""
