@@ -1,0 +1,150 @@
+"""AC-Former configurations: ``paper`` (the authors' GPU setting), ``compact`` (same algorithm,
+small enough to train on 2 CPU cores in about an hour) and ``tiny`` (unit tests).
+
+A config is one flat dataclass; ``to_dict``/``from_dict`` round-trip it through a model's JSON
+config (unknown keys are rejected with a clear error, missing keys take defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ...engine.jobs import JobError
+
+__all__ = ["ACFormerConfig", "CONFIGS", "get_config", "CLASSES"]
+
+CLASSES = ["epithelial", "inflammatory", "fibroblast", "others"]
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "convnext_tiny", "convnext_base")
+VIEWS = ("aat", "affine", "crop", "none")
+
+
+@dataclass
+class ACFormerConfig:
+    # --- architecture ---------------------------------------------------------------------
+    backbone: str = "resnet18"          # torchvision architecture, built with weights=None
+    backbone_stages: tuple = (2, 3)     # 1-based stages whose outputs feed the transformer
+    extra_levels: int = 1               # stride-2 convs on the last stage -> extra levels
+    d_model: int = 96                   # transformer width d
+    n_heads: int = 4
+    n_points: int = 4                   # sampling points per head and level
+    ffn_dim: int = 384
+    dropout: float = 0.0
+    enc_layers: int = 2
+    dec_layers: int = 2
+    num_queries: int = 300              # top-n encoder proposals per query_ref_size**2 px
+    query_ref_size: int = 256           # (scaled by input area, training views and inference)
+    gn_groups: int = 16                 # GroupNorm groups of the input projections
+    classes: list = field(default_factory=lambda: list(CLASSES))
+    fusestyle: bool = True              # FuseStyle after the first and last backbone stage used
+    fusestyle_partner: str = "argmin"   # argmin | random | euclidean
+    fusestyle_p: float = 0.5
+    fusestyle_alpha: float = 0.3
+    # --- data -----------------------------------------------------------------------------
+    mpp: float = 0.5                    # µm/px the model works at (CRCHistoPhenotypes 20x)
+    crop_size: int = 256                # training crop (px at mpp) fed to the global network
+    batch_images: int = 2               # images (crops) per step
+    color_jitter: float = 0.1
+    # --- views: AAT and its alternatives --------------------------------------------------
+    views: str = "aat"                  # aat | affine | crop | none
+    n_views: int = 4                    # M
+    view_size: int = 128                # side of each warped view (px)
+    aat_patch: int = 4                  # AAT patch embedding kernel = stride
+    aat_embed: int = 48                 # E
+    aat_heads: int = 4
+    aat_blocks: int = 1
+    aat_input: int = 128                # the AAT looks at the crop resized to this side
+    # --- global (EMA) network -------------------------------------------------------------
+    global_loss: bool = True
+    ema_momentum: float = 0.999
+    global_weight: float = 0.3          # alpha in eq. 1
+    global_warmup: int = 600            # steps before the global loss is switched on
+    teacher_threshold: float = 0.3      # keep teacher points with max class prob >= this
+    # --- loss / matcher -------------------------------------------------------------------
+    cost_class: float = 2.0
+    cost_point: float = 5.0
+    loss_class: float = 2.0
+    loss_point: float = 5.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    # --- optimisation ---------------------------------------------------------------------
+    lr: float = 1e-3
+    lr_transformer_mult: float = 1.0    # paper: 0.1 for transformer and AAT (with a pretrained backbone)
+    lr_aat_mult: float = 0.1
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    steps: int = 1600
+    warmup_steps: int = 100
+    lr_drop: float = 0.8                # lr x0.1 after this fraction of the steps
+    # --- inference ------------------------------------------------------------------------
+    score_threshold: float = 0.5
+    min_distance: float = 0.0           # optional merge of points closer than this (px); 0 = off
+    tile_size: int = 512
+    overlap: int = 64
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["backbone_stages"] = list(self.backbone_stages)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ACFormerConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise JobError(f"unknown AC-Former config keys: {', '.join(unknown)}")
+        d = dict(d)
+        if "backbone_stages" in d:
+            d["backbone_stages"] = tuple(d["backbone_stages"])
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise JobError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.views not in VIEWS:
+            raise JobError(f"unknown view generator {self.views!r}; choose one of {', '.join(VIEWS)}")
+        if self.fusestyle_partner not in ("argmin", "random", "euclidean"):
+            raise JobError(f"unknown FuseStyle partner {self.fusestyle_partner!r}")
+        if self.d_model % self.n_heads:
+            raise JobError("d_model must be a multiple of n_heads")
+
+    def replace(self, **kw) -> "ACFormerConfig":
+        cfg = replace(self, **kw)
+        cfg.validate()
+        return cfg
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.backbone_stages) + self.extra_levels
+
+
+CONFIGS = {
+    # the authors' setting: ConvNeXt-B stages 1..3 (0-based; strides 8-32) + 1 extra level, d=256, 3+3 layers
+    "paper": ACFormerConfig(
+        backbone="convnext_base", backbone_stages=(2, 3, 4), extra_levels=1, d_model=256,
+        n_heads=8, n_points=4, ffn_dim=1024, dropout=0.1, enc_layers=3, dec_layers=3,
+        num_queries=1000, query_ref_size=256, gn_groups=32, crop_size=256, batch_images=4,
+        n_views=4, view_size=256, aat_embed=120, aat_heads=12, aat_input=256, global_weight=0.3,
+        global_warmup=5000, teacher_threshold=0.3, lr=2e-4, lr_transformer_mult=0.1,
+        lr_aat_mult=0.1, weight_decay=1e-4, steps=100000, warmup_steps=0, lr_drop=0.8,
+        score_threshold=0.5, tile_size=512, overlap=64,
+    ),
+    # CPU budget: resnet18 stages 2-3 (strides 8, 16) + one extra level (stride 32)
+    "compact": ACFormerConfig(),
+    # unit tests: seconds
+    "tiny": ACFormerConfig(
+        backbone="resnet18", backbone_stages=(2,), extra_levels=1, d_model=32, n_heads=2,
+        n_points=2, ffn_dim=64, enc_layers=1, dec_layers=1, num_queries=60, query_ref_size=128,
+        gn_groups=8, crop_size=128, batch_images=2, n_views=2, view_size=64, aat_embed=16,
+        aat_heads=2, aat_input=64, global_warmup=5, steps=40, warmup_steps=0, tile_size=128,
+        overlap=16,
+    ),
+}
+
+
+def get_config(name: str, **overrides) -> ACFormerConfig:
+    if name not in CONFIGS:
+        raise JobError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return CONFIGS[name].replace(**overrides)

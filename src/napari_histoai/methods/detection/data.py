@@ -1,0 +1,141 @@
+"""Training data for point detectors: RGB images + points CSVs (``y,x,class``, 0-based px),
+resampled to the model's µm/px, random crops with flips / 90-degree turns / colour jitter.
+
+Class names that are not among the model's classes (e.g. ``unlabeled``, ``nucleus``) become
+label -1: a nucleus of unknown class (a detection target, not a classification target).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...engine.jobs import JobError
+
+__all__ = ["PointImage", "read_points_csv", "load_folder", "resample", "random_crop", "IMAGE_EXTS"]
+
+IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@dataclass
+class PointImage:
+    """image uint8 [H, W, 3]; points float32 [N, 2] (y, x) px; labels int64 [N] (-1 = unknown)."""
+
+    name: str
+    image: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray
+
+
+def read_points_csv(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """(yx float [N, 2], class names) from a CSV with header ``y,x[,class]``."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise JobError(f"cannot read points file {path}: {e}") from None
+    if rows and not {"y", "x"} <= set(rows[0]):
+        raise JobError(f"points file {path} needs columns y,x[,class]")
+    try:
+        yx = np.array([[float(r["y"]), float(r["x"])] for r in rows], dtype=np.float32).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise JobError(f"points file {path} has non-numeric coordinates") from None
+    names = [str(r.get("class") or "") for r in rows]
+    return yx, names
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        im = np.asarray(Image.open(path).convert("RGB"))
+    except Exception as e:  # noqa: BLE001
+        raise JobError(f"cannot read image {path}: {e}") from None
+    return np.ascontiguousarray(im)
+
+
+def resample(image: np.ndarray, points: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale an image by ``factor`` (new = old * factor px) and its points accordingly."""
+    if abs(factor - 1.0) < 1e-6:
+        return image, points
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
+    im = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    sy, sx = nh / h, nw / w
+    pts = (points + 0.5) * np.array([sy, sx], dtype=np.float32) - 0.5
+    return im, pts.astype(np.float32)
+
+
+def load_folder(images: str | os.PathLike, points: str | os.PathLike, classes: list[str],
+                data_mpp: float | None = None, model_mpp: float | None = None) -> list[PointImage]:
+    """All images in ``images`` with a same-stem CSV in ``points``; resampled from ``data_mpp``
+    to ``model_mpp`` when both are given."""
+    images, points = Path(images), Path(points)
+    if not images.is_dir():
+        raise JobError(f"image folder {images} not found")
+    if not points.is_dir():
+        raise JobError(f"points folder {points} not found")
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for p in sorted(images.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        csv_path = points / (p.stem + ".csv")
+        if not csv_path.is_file():
+            continue
+        im = _read_rgb(p)
+        yx, names = read_points_csv(csv_path)
+        labels = np.array([index.get(n, -1) for n in names], dtype=np.int64)
+        if data_mpp and model_mpp:
+            im, yx = resample(im, yx, data_mpp / model_mpp)
+        out.append(PointImage(p.stem, im, yx, labels))
+    if not out:
+        raise JobError(f"no image in {images} has a points CSV of the same name in {points}")
+    return out
+
+
+def random_crop(item: PointImage, size: int, rng: np.random.Generator, jitter: float = 0.1):
+    """A random ``size`` crop (padded with white if the image is smaller) with a random flip /
+    90-degree turn and colour jitter. Returns (crop float32 [3, size, size] in [0, 1],
+    points [G, 2] (y, x) normalised to [0, 1] of the crop, labels [G])."""
+    im, pts, lab = item.image, item.points, item.labels
+    h, w = im.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        im = np.pad(im, ((0, ph), (0, pw), (0, 0)), constant_values=255)
+        h, w = im.shape[:2]
+    y0 = int(rng.integers(0, h - size + 1))
+    x0 = int(rng.integers(0, w - size + 1))
+    crop = im[y0:y0 + size, x0:x0 + size].astype(np.float32) / 255.0
+    p = pts - np.array([y0, x0], dtype=np.float32)
+    inside = (p[:, 0] >= -0.5) & (p[:, 0] < size - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < size - 0.5)
+    p, lab = p[inside], lab[inside]
+    # dihedral augmentation, applied to pixels and points alike
+    k = int(rng.integers(0, 4))
+    for _ in range(k):  # rot90 counter-clockwise: (y, x) -> (S-1-x, y)
+        crop = np.rot90(crop)
+        p = np.stack([size - 1 - p[:, 1], p[:, 0]], 1)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+        p = np.stack([p[:, 0], size - 1 - p[:, 1]], 1)
+    if jitter > 0:
+        crop = _color_jitter(crop, rng, jitter)
+    norm = (p + 0.5) / size
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)), norm.astype(np.float32), lab
+
+
+def _color_jitter(im: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
+    """Brightness, contrast, saturation and per-channel gain jitter of strength ``s``."""
+    gray = im.mean(-1, keepdims=True)
+    im = gray + (im - gray) * (1 + rng.uniform(-2 * s, 2 * s))          # saturation
+    m = im.mean()
+    im = m + (im - m) * (1 + rng.uniform(-s, s)) + rng.uniform(-s, s) * 0.5  # contrast, brightness
+    im = im * (1 + rng.uniform(-s / 2, s / 2, size=3)).astype(np.float32)    # stain-ish gains
+    return np.clip(im, 0, 1).astype(np.float32)

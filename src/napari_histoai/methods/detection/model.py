@@ -1,0 +1,120 @@
+"""AC-Former network: backbone -> multi-scale features (d channels, GroupNorm) -> deformable
+encoder -> two-stage point proposals (top-n become decoder queries + reference points) ->
+decoder refining the points layer by layer; class + point heads on the encoder output and on
+every decoder layer.
+
+``ACFormer.forward(images)`` with images [B, 3, H, W] float RGB in [0, 1], H and W multiples of
+the coarsest stride, returns::
+
+    {"pred_logits": [B, Q, K], "pred_points": [B, Q, 2],        # last decoder layer
+     "aux_outputs": [{"pred_logits", "pred_points"}, ...],       # earlier decoder layers
+     "enc_outputs": {"pred_logits": [B, S, K], "pred_points": [B, S, 2]}}   # all tokens
+
+Points are (y, x) normalised to [0, 1] of the input (pixel = p * size - 0.5); logits are
+per-class sigmoid logits (no "no object" logit: all classes low = empty).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from .backbone import build_backbone
+from .transformer import MLP, DecoderLayer, EncoderLayer, inverse_sigmoid, sine_embed_maps, sine_embed_points
+
+__all__ = ["ACFormer", "build_model"]
+
+
+class ACFormer(nn.Module):
+    def __init__(self, cfg, backbone_weights: str | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d, K, L = cfg.d_model, len(cfg.classes), cfg.n_levels
+        self.backbone = build_backbone(cfg, backbone_weights)
+        g = cfg.gn_groups
+        proj = [nn.Sequential(nn.Conv2d(c, d, 1), nn.GroupNorm(g, d)) for c in self.backbone.channels]
+        c_in = self.backbone.channels[-1]
+        for _ in range(cfg.extra_levels):
+            proj.append(nn.Sequential(nn.Conv2d(c_in, d, 3, stride=2, padding=1), nn.GroupNorm(g, d)))
+            c_in = d
+        self.input_proj = nn.ModuleList(proj)
+        self.level_embed = nn.Parameter(torch.zeros(L, d))
+        nn.init.normal_(self.level_embed, std=0.02)
+        args = (d, cfg.ffn_dim, cfg.dropout, L, cfg.n_heads, cfg.n_points)
+        self.encoder = nn.ModuleList(EncoderLayer(*args) for _ in range(cfg.enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*args) for _ in range(cfg.dec_layers))
+        # two-stage: encoder output -> proposals
+        self.enc_output = nn.Linear(d, d)
+        self.enc_norm = nn.LayerNorm(d)
+        self.query_pos = MLP(d, d, d, 2)  # sine(ref) -> query position embedding
+        # heads: index 0 = encoder proposals, 1..D = decoder layers
+        cls = nn.Linear(d, K)
+        nn.init.constant_(cls.bias, -math.log((1 - 0.01) / 0.01))
+        pt = MLP(d, d, 2, 3)
+        nn.init.constant_(pt.layers[-1].weight, 0.0)
+        nn.init.constant_(pt.layers[-1].bias, 0.0)
+        n = cfg.dec_layers + 1
+        self.class_heads = nn.ModuleList(copy.deepcopy(cls) for _ in range(n))
+        self.point_heads = nn.ModuleList(copy.deepcopy(pt) for _ in range(n))
+
+    @property
+    def stride(self) -> int:
+        return self.backbone.strides[-1] * 2 ** self.cfg.extra_levels
+
+    def num_queries_for(self, h: int, w: int) -> int:
+        """Top-n for an input of h x w px: ``num_queries`` per ``query_ref_size``^2 px."""
+        return max(1, int(math.ceil(self.cfg.num_queries * h * w / self.cfg.query_ref_size ** 2)))
+
+    def features(self, images: torch.Tensor):
+        """Flattened multi-scale features: src, pos [B, S, d]; shapes [(H_l, W_l)]."""
+        feats = self.backbone(images)
+        maps = [p(f) for p, f in zip(self.input_proj, feats)]
+        x = feats[-1]
+        for p in self.input_proj[len(feats):]:
+            x = p(x)
+            maps.append(x)
+        shapes = [tuple(m.shape[-2:]) for m in maps]
+        src = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+        pos = torch.cat([sine_embed_maps(h, w, self.cfg.d_model, src.device, src.dtype) + self.level_embed[i]
+                         for i, (h, w) in enumerate(shapes)], 0)
+        return src, pos[None].expand(src.shape[0], -1, -1), shapes
+
+    def forward(self, images: torch.Tensor, num_queries: int | None = None) -> dict:
+        b, _, h, w = images.shape
+        src, pos, shapes = self.features(images)
+        L = len(shapes)
+        centres = torch.cat([(torch.stack(torch.meshgrid(
+            (torch.arange(hl, device=src.device, dtype=src.dtype) + 0.5) / hl,
+            (torch.arange(wl, device=src.device, dtype=src.dtype) + 0.5) / wl, indexing="ij"), -1).view(-1, 2))
+            for hl, wl in shapes], 0)  # [S, 2] (y, x)
+        ref = centres[None, :, None, :].expand(b, -1, L, -1)
+        memory = src
+        for layer in self.encoder:
+            memory = layer(memory, pos, ref, shapes)
+        # --- two-stage proposals from every token
+        out_mem = self.enc_norm(self.enc_output(memory))
+        enc_logits = self.class_heads[0](out_mem)
+        enc_points = (self.point_heads[0](out_mem) + inverse_sigmoid(centres)[None]).sigmoid()
+        n = min(num_queries or self.num_queries_for(h, w), memory.shape[1])
+        top = enc_logits.max(-1)[0].topk(n, dim=1)[1]  # [B, n]
+        tgt = torch.gather(out_mem, 1, top[..., None].expand(-1, -1, out_mem.shape[-1])).detach()
+        refp = torch.gather(enc_points, 1, top[..., None].expand(-1, -1, 2)).detach()
+        # --- decoder: refine points layer by layer
+        outs = []
+        for i, layer in enumerate(self.decoder, start=1):
+            qpos = self.query_pos(sine_embed_points(refp, self.cfg.d_model))
+            tgt = layer(tgt, qpos, refp[:, :, None, :].expand(-1, -1, L, -1), memory, shapes)
+            pts = (self.point_heads[i](tgt) + inverse_sigmoid(refp)).sigmoid()
+            outs.append({"pred_logits": self.class_heads[i](tgt), "pred_points": pts})
+            refp = pts.detach()
+        result = dict(outs[-1]) if outs else {"pred_logits": enc_logits, "pred_points": enc_points}
+        result["aux_outputs"] = outs[:-1]
+        result["enc_outputs"] = {"pred_logits": enc_logits, "pred_points": enc_points}
+        return result
+
+
+def build_model(cfg, backbone_weights: str | None = None) -> ACFormer:
+    return ACFormer(cfg, backbone_weights)

@@ -1,0 +1,146 @@
+"""Inference with a trained AC-Former (the global / EMA network, last decoder layer).
+
+``load_acformer(name_or_path, device)`` returns an :class:`ACFormerDetector` implementing the
+:class:`~.base.Detector` protocol; the lead's tiled detect job does tiling, resampling to
+``detector.mpp`` and seam stitching. ``detect_image`` runs one whole (moderate-size) image at
+the model's resolution, used for validation and benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...engine.jobs import JobError
+from .configs import ACFormerConfig
+
+__all__ = ["KIND", "ACFormerDetector", "load_acformer", "predict_batch", "detect_image", "postprocess"]
+
+KIND = "acformer-detector"
+
+
+@torch.no_grad()
+def predict_batch(model, images: torch.Tensor, num_queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """images [B, 3, H, W] in [0, 1] (H, W multiples of model.stride) -> (points [B, Q, 2] (y, x)
+    px, probs [B, Q, K]) of the last decoder layer."""
+    out = model(images, num_queries=num_queries)
+    h, w = images.shape[-2:]
+    pts = out["pred_points"] * torch.tensor([h, w], dtype=images.dtype, device=images.device) - 0.5
+    return pts, out["pred_logits"].sigmoid()
+
+
+def postprocess(points: np.ndarray, probs: np.ndarray, threshold: float, shape: tuple,
+                min_distance: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep proposals with max class prob >= threshold inside ``shape`` (h, w); optionally merge
+    points closer than ``min_distance`` px (keeping the higher score). -> (yx, cls, score)."""
+    score = probs.max(-1)
+    cls = probs.argmax(-1).astype(np.int64)
+    h, w = shape
+    keep = (score >= threshold) & (points[:, 0] >= -0.5) & (points[:, 0] < h - 0.5) \
+        & (points[:, 1] >= -0.5) & (points[:, 1] < w - 0.5)
+    points, cls, score = points[keep], cls[keep], score[keep]
+    if min_distance > 0 and len(points) > 1:
+        from scipy.spatial import cKDTree
+
+        order = np.argsort(-score)
+        points, cls, score = points[order], cls[order], score[order]
+        alive = np.ones(len(points), bool)
+        for i, j in sorted(cKDTree(points).query_pairs(min_distance)):
+            if alive[i] and alive[j]:
+                alive[j] = False
+        points, cls, score = points[alive], cls[alive], score[alive]
+    return points.astype(np.float32), cls, score.astype(np.float32)
+
+
+def _to_batch(tiles: Sequence[np.ndarray], stride: int, device) -> tuple[torch.Tensor, list]:
+    """Pad tiles (reflect) to a common size that is a multiple of ``stride`` -> [B, 3, H, W]."""
+    hs = [t.shape[0] for t in tiles]
+    ws = [t.shape[1] for t in tiles]
+    H = int(np.ceil(max(hs) / stride) * stride)
+    W = int(np.ceil(max(ws) / stride) * stride)
+    batch = []
+    for t in tiles:
+        x = torch.from_numpy(np.ascontiguousarray(t[..., :3])).permute(2, 0, 1).float().div_(255)
+        ph, pw = H - x.shape[1], W - x.shape[2]
+        if ph or pw:
+            mode = "reflect" if ph < x.shape[1] and pw < x.shape[2] else "replicate"
+            x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+        batch.append(x)
+    return torch.stack(batch).to(device), list(zip(hs, ws))
+
+
+class ACFormerDetector:
+    """A loaded AC-Former (``Detector`` protocol). ``batch_size`` tiles per forward pass."""
+
+    def __init__(self, model, cfg: ACFormerConfig, name: str = "acformer", device="cpu",
+                 threshold: float | None = None, batch_size: int = 4):
+        self.model = model.eval().to(device)
+        self.cfg, self.name, self.device = cfg, name, torch.device(device)
+        self.classes = list(cfg.classes)
+        self.mpp = cfg.mpp
+        self.tile_size, self.overlap = int(cfg.tile_size), int(cfg.overlap)
+        self.threshold = cfg.score_threshold if threshold is None else float(threshold)
+        self.min_distance = float(cfg.min_distance)
+        self.batch_size = batch_size
+
+    def predict_tiles(self, tiles: Sequence[np.ndarray]) -> list:
+        results = []
+        for i in range(0, len(tiles), self.batch_size):
+            chunk = [np.asarray(t) for t in tiles[i:i + self.batch_size]]
+            for t in chunk:
+                if t.ndim != 3 or t.shape[2] < 3:
+                    raise JobError(f"detector needs RGB tiles [H, W, 3], got shape {t.shape}")
+            x, shapes = _to_batch(chunk, self.model.stride, self.device)
+            pts, probs = predict_batch(self.model, x)
+            for b, shp in enumerate(shapes):
+                results.append(postprocess(pts[b].cpu().numpy(), probs[b].float().cpu().numpy(),
+                                           self.threshold, shp, self.min_distance))
+        return results
+
+
+def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int = 1024, overlap: int = 64):
+    """Points on a whole image at the detector's resolution (tiled if larger than ``tile``,
+    seam-safe via the engine's core assignment). -> (yx [N, 2], cls [N], score [N])."""
+    from ...engine.tiling import tile_grid
+
+    h, w = image.shape[:2]
+    if h <= tile and w <= tile:
+        return detector.predict_tiles([image])[0]
+    grid = tile_grid(image.shape, tile=tile, overlap=overlap)
+    res = detector.predict_tiles([image[t.y0:t.y1, t.x0:t.x1] for t in grid])
+    P, C, S = [], [], []
+    for t, (p, c, s) in zip(grid, res):
+        g = p + np.array([t.y0, t.x0], dtype=np.float32)
+        k = t.core_contains(g[:, 0], g[:, 1])
+        P.append(g[k]), C.append(c[k]), S.append(s[k])
+    return np.concatenate(P), np.concatenate(C), np.concatenate(S)
+
+
+def model_from_state(state: dict, config: dict, what: str = "AC-Former"):
+    """Build the network from a checkpoint config and load its weights strictly."""
+    from ...models import load_state_strict
+    from .model import build_model
+
+    arch = config.get("architecture")
+    if not isinstance(arch, dict):
+        raise JobError(f"{what} config has no 'architecture'")
+    cfg = ACFormerConfig.from_dict(arch)
+    model = build_model(cfg)
+    load_state_strict(model, state, what)
+    return model.eval(), cfg
+
+
+def load_acformer(name_or_path: str | os.PathLike, device="auto", threshold: float | None = None) -> ACFormerDetector:
+    """Load a model folder (or bundled / user model name) of kind ``acformer-detector``."""
+    from ...engine.devices import pick_device
+    from ...models import load_checkpoint
+
+    state, config = load_checkpoint(name_or_path, KIND)
+    model, cfg = model_from_state(state, config, f"model {name_or_path}")
+    dev = pick_device(device) if isinstance(device, str) else device
+    name = config.get("name") or os.path.basename(os.path.normpath(str(name_or_path)))
+    return ACFormerDetector(model, cfg, name=name, device=dev, threshold=threshold)

@@ -1,0 +1,238 @@
+"""AC-Former training as a job (a generator yielding ``Progress``; see ``engine.jobs``).
+
+One step (paper eq. 1): B random crops -> the view generator makes M views per crop (AAT /
+random affine / random crop / none) and the ground-truth points are moved into each view by
+the same matrix (points leaving a view are dropped) -> the local network predicts on the views
+-> Hungarian loss against the ground truth, plus (after ``global_warmup`` steps, weight
+``global_weight``) against the global (EMA) network's thresholded predictions on the whole
+crop, moved into each view the same way. Deep supervision on encoder + all decoder layers.
+The global network is updated as the EMA of the local one after every step; it is the network
+that is validated and saved.
+
+Checkpoints: ``<out>/`` is the best model so far (by F_d + mean F_c on the validation images, or
+the last one without validation); ``<out>.state/last.pt`` holds what ``resume`` needs (tensors
+and plain values only, read with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ...engine.jobs import CancelFlag, JobError, Progress, check_cancel
+from .aat import build_view_generator, transform_points
+from .configs import ACFormerConfig
+from .data import PointImage, random_crop
+from .ema import ModelEMA
+from .loss import build_criterion
+from .model import build_model
+from .predict import KIND, ACFormerDetector, detect_image
+
+__all__ = ["train_job", "evaluate", "state_dir"]
+
+
+def state_dir(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".state")
+
+
+def _param_groups(model, views, cfg: ACFormerConfig):
+    bb, tr = [], []
+    for n, p in model.named_parameters():
+        (bb if n.startswith("backbone.") else tr).append(p)
+    groups = [{"params": bb, "lr": cfg.lr, "name": "backbone"},
+              {"params": tr, "lr": cfg.lr * cfg.lr_transformer_mult, "name": "transformer"}]
+    aat = [p for p in views.parameters()]
+    if aat:
+        groups.append({"params": aat, "lr": cfg.lr * cfg.lr_aat_mult, "name": "aat"})
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return groups
+
+
+def _lr_factor(step: int, cfg: ACFormerConfig, steps: int) -> float:
+    f = 1.0 if cfg.warmup_steps <= 0 else min(1.0, (step + 1) / cfg.warmup_steps)
+    return f * (0.1 if step >= int(cfg.lr_drop * steps) else 1.0)
+
+
+@torch.no_grad()
+def _teacher_targets(ema_model, crops: torch.Tensor, thr: float) -> list:
+    """The global network's predictions on whole crops kept at max prob >= thr -> targets
+    (points normalised to the crop, labels = argmax class)."""
+    out = ema_model(crops)
+    probs = out["pred_logits"].sigmoid()
+    score, lab = probs.max(-1)
+    res = []
+    for b in range(crops.shape[0]):
+        k = score[b] >= thr
+        res.append({"points": out["pred_points"][b][k].clamp(0, 1), "labels": lab[b][k]})
+    return res
+
+
+def _view_targets(targets: list, theta: torch.Tensor, m: int) -> list:
+    """Move per-crop targets into each of the M views of that crop (drop points that leave)."""
+    res = []
+    for i in range(theta.shape[0]):
+        t = targets[i // m]
+        pts, keep = transform_points(t["points"], theta[i])
+        res.append({"points": pts[keep], "labels": t["labels"][keep]})
+    return res
+
+
+def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.5,), radius: float = 6.0) -> dict:
+    """F_d, per-class F_c and mean F_c on whole images, for each score threshold. Labels -1 count
+    for detection only."""
+    from ...metrics import classification_scores
+
+    raw = []
+    saved = detector.threshold
+    detector.threshold = min(thresholds)
+    try:
+        for it in items:
+            raw.append(detect_image(detector, it.image))
+    finally:
+        detector.threshold = saved
+    res = {}
+    K = len(detector.classes)
+    for thr in thresholds:
+        P, PC, G, GC, off = [], [], [], [], 0.0
+        for it, (p, c, s) in zip(items, raw):
+            k = s >= thr
+            shift = np.array([off, 0.0], dtype=np.float32)  # stack images far apart
+            P.append(p[k] + shift), PC.append(c[k]), G.append(it.points + shift), GC.append(it.labels)
+            off += it.image.shape[0] + 100.0
+        r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G),
+                                  np.concatenate(GC), K, radius=radius, ignore=-1)
+        res[f"{thr:g}"] = {"f_d": r["f_d"], "precision": r["precision"], "recall": r["recall"],
+                           "f_c": [float(v) for v in r["f_c"]], "mean_f_c": r["mean_f_c"]}
+    return res
+
+
+def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val: Optional[list[PointImage]] = None,
+              device="cpu", seed: int = 0, resume: bool = False, ckpt_every: int = 100, eval_every: int = 250,
+              log_path: Optional[str | Path] = None, cancel: Optional[CancelFlag] = None,
+              backbone_weights: Optional[str] = None, extra_config: Optional[dict] = None):
+    """Train and save an AC-Former model folder at ``out``. Yields ``Progress`` (info: loss
+    parts, lr, val metrics); returns the final config dict."""
+    from ...engine.devices import seed_everything
+    from ...models import save_checkpoint
+
+    cfg.validate()
+    if not train:
+        raise JobError("no training images")
+    out = Path(out)
+    sdir = state_dir(out)
+    sdir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    seed_everything(seed)
+    model = build_model(cfg, backbone_weights).to(device)
+    views = build_view_generator(cfg).to(device)
+    criterion = build_criterion(cfg)
+    ema = ModelEMA(model, cfg.ema_momentum)
+    opt = torch.optim.AdamW(_param_groups(model, views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best, t_used, history = 0, -1.0, 0.0, []
+    last = sdir / "last.pt"
+    if resume and last.is_file():
+        st = torch.load(str(last), map_location="cpu", weights_only=True)
+        if {**st.get("architecture", {}), "steps": 0} != {**cfg.to_dict(), "steps": 0}:
+            raise JobError(f"cannot resume {out}: the saved run used another configuration")
+        model.load_state_dict(st["model"]), ema.module.load_state_dict(st["ema"])
+        views.load_state_dict(st["views"]), opt.load_state_dict(st["opt"])
+        step, best, t_used, ema.updates = int(st["step"]), float(st["best"]), float(st["time"]), int(st["ema_updates"])
+        history = json.loads(st["history"])
+        torch.set_rng_state(st["rng"])
+    log = open(log_path, "a") if log_path else None
+    total = cfg.steps
+    run_cfg = {"kind": KIND, "name": out.name, "architecture": cfg.to_dict(), "classes": list(cfg.classes),
+               "mpp": cfg.mpp, **(extra_config or {})}
+
+    def save_state():
+        torch.save({"model": model.state_dict(), "ema": ema.module.state_dict(), "views": views.state_dict(),
+                    "opt": opt.state_dict(), "step": step, "best": best, "time": t_used,
+                    "ema_updates": ema.updates, "history": json.dumps(history), "rng": torch.get_rng_state(),
+                    "architecture": cfg.to_dict()}, str(sdir / "last.tmp"))
+        (sdir / "last.tmp").replace(last)
+
+    def save_model(metrics: dict):
+        c = dict(run_cfg)
+        c["training"] = {**c.get("training", {}), "steps": step, "seed": seed, "train_seconds": round(t_used, 1),
+                         "n_train_images": len(train), "device": str(device)}
+        c["metrics"] = metrics
+        save_checkpoint(out, ema.module.state_dict(), c)
+
+    try:
+        while step < total:
+            check_cancel(cancel)
+            t0 = time.perf_counter()
+            model.train(), views.train()
+            rng = np.random.default_rng([seed, step])
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            crops, targets = [], []
+            for _ in range(cfg.batch_images):
+                item = train[int(rng.integers(len(train)))]
+                c, p, lab = random_crop(item, cfg.crop_size, rng, cfg.color_jitter)
+                crops.append(torch.from_numpy(c))
+                targets.append({"points": torch.from_numpy(p).to(device), "labels": torch.from_numpy(lab).to(device)})
+            crops = torch.stack(crops).to(device)
+            f = _lr_factor(step, cfg, total)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * f
+            v, theta = views(crops, gen)
+            m = views.m
+            vt = _view_targets(targets, theta, m)
+            outputs = model(v)
+            loss, parts = criterion(outputs, vt)
+            use_global = cfg.global_loss and step >= cfg.global_warmup
+            if use_global:
+                teacher = _teacher_targets(ema.module, crops, cfg.teacher_threshold)
+                gl, gparts = criterion(outputs, _view_targets(teacher, theta, m))
+                loss = loss + cfg.global_weight * gl
+                parts["global"] = float(gl.detach())
+                parts["n_teacher"] = sum(len(t["labels"]) for t in teacher) / len(teacher)
+            if not torch.isfinite(loss):
+                raise JobError(f"training diverged at step {step} (loss {float(loss)})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            ema.update(model)
+            step += 1
+            t_used += time.perf_counter() - t0
+            info = {"loss": float(loss.detach()), **parts, "lr": opt.param_groups[0]["lr"], "sec": round(t_used, 1)}
+            if log:
+                log.write(json.dumps({"step": step, **{k: (round(x, 5) if isinstance(x, float) else x) for k, x in info.items()}}) + "\n")
+                log.flush()
+            if step % eval_every == 0 or step == total:
+                metrics = {}
+                if val:
+                    det = ACFormerDetector(ema.module, cfg, device=device)
+                    metrics = evaluate(det, val, thresholds=(0.3, 0.4, 0.5))
+                    ema.module.eval()
+                    score = max(r["f_d"] + r["mean_f_c"] for r in metrics.values())
+                else:
+                    score = step
+                history.append({"step": step, "val": metrics})
+                info["val"] = metrics
+                if log:
+                    log.write(json.dumps({"step": step, "val": metrics}) + "\n")
+                    log.flush()
+                if score > best:
+                    best = score
+                    save_model({"val": metrics, "selected_at_step": step})
+                save_state()
+            elif step % ckpt_every == 0:
+                save_state()
+            yield Progress(step, total, f"loss {info['loss']:.3f}", info)
+        if not (out / "config.json").is_file():
+            save_model({})
+    finally:
+        if log:
+            log.close()
+    return run_cfg
