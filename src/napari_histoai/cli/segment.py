@@ -1,0 +1,88 @@
+"""``histoai segment IMAGE --out labels.tif``: train the self-supervised contrastive segmenter
+on IMAGE (or apply a saved one with ``--model``), then write instance labels as OME-TIFF."""
+
+from __future__ import annotations
+
+import sys
+
+from ..engine.jobs import JobError
+
+
+def _channel(text: str):
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise JobError(f"--channel must be 'auto' or a channel index, got {text!r}") from None
+
+
+def add_parser(sub):
+    from ..methods.contrastive.train import ContrastiveConfig as C
+
+    p = sub.add_parser("segment", help="self-supervised nuclei segmentation: train on IMAGE, write instance labels")
+    p.add_argument("image", help="slide or image file (RGB H&E)")
+    p.add_argument("--out", required=True, help="output labels .tif / .ome.tif (uint16 or uint32 instance ids)")
+    p.add_argument("--model", default=None, help="apply a saved segmenter (name or folder) instead of training")
+    p.add_argument("--save-model", default=None, metavar="DIR", help="also save the trained model to this folder")
+    p.add_argument("--region", default=None, help="y0,x0,y1,x1 level-0 px: train and segment only there")
+    p.add_argument("--restarts", type=int, default=C.restarts, help=f"training restarts, best kept (default {C.restarts})")
+    p.add_argument("--steps", type=int, default=C.steps, help=f"optimiser steps per restart (default {C.steps})")
+    p.add_argument("--channels", type=int, default=C.n_channels, help=f"K confidence maps (default {C.n_channels})")
+    p.add_argument("--patch-size", type=int, default=C.patch_size)
+    p.add_argument("--patches", type=int, default=C.patches_per_image, help="patches per channel and crop")
+    p.add_argument("--similarity", choices=["mse", "ce", "cosine"], default=C.similarity)
+    p.add_argument("--downsample", type=float, default=C.downsample, help="work at 1/N of the input resolution")
+    p.add_argument("--channel", default="auto", help="nuclei channel: 'auto' (best hematoxylin agreement) or an index")
+    p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default 0.5)")
+    p.add_argument("--min-distance", type=int, default=5, help="min px between the centres of split nuclei")
+    p.add_argument("--min-size", type=int, default=20, help="drop nuclei smaller than this (px)")
+    return p
+
+
+def run(args) -> int:
+    import torch
+
+    from ..engine.devices import pick_device, seed_everything
+    from ..engine.jobs import run_with_tqdm
+    from ..io import open_image
+    from ..io.writers import write_labels_ometiff
+    from ..methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model,
+                                       segment_job, train_segmenter_job)
+    from .detect import parse_region
+
+    out = str(args.out)
+    if not out.lower().endswith((".tif", ".tiff")):
+        raise JobError("--out must end with .tif or .ome.tif")
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    region = parse_region(args.region)
+    channel = _channel(args.channel)
+    with open_image(args.image) as img:
+        img.require_rgb8("histoai segment")
+        if args.model:
+            model = load_model(args.model)
+        else:
+            cfg = ContrastiveConfig(
+                n_channels=args.channels, patch_size=args.patch_size, patches_per_image=args.patches,
+                similarity=args.similarity, steps=args.steps, restarts=args.restarts,
+                downsample=args.downsample, seed=args.seed,
+                threshold=0.5 if args.threshold is None else args.threshold,
+            ).validate()
+            if torch.device(device).type == "cpu":
+                torch.set_num_threads(max(1, torch.get_num_threads()))
+            res = run_with_tqdm(train_segmenter_job(img, cfg, region=region, device=device), desc="train")
+            print(f"trained in {res.seconds:.0f} s; kept restart {res.restart + 1} step {res.step} "
+                  f"(hematoxylin agreement {res.score:.2f}); nuclei channel {res.channel}", file=sys.stderr)
+            if args.save_model:
+                print(f"model saved to {save_model(res, args.save_model, mpp=img.mpp)}", file=sys.stderr)
+            model = SegmenterModel.from_result(res, mpp=img.mpp)
+        labels = run_with_tqdm(
+            segment_job(model, img, region=region, channel=channel, threshold=args.threshold,
+                        min_distance=args.min_distance, min_size=args.min_size, device=device),
+            desc="segment",
+        )
+        write_labels_ometiff(out, labels, mpp=img.mpp)
+    where = f" (region {args.region})" if region else ""
+    print(f"{int(labels.max())} nuclei{where} -> {out}", file=sys.stderr)
+    return 0

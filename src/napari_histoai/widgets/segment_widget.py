@@ -1,0 +1,322 @@
+"""'Segment nuclei (self-supervised)' dock: train the contrastive segmenter on the open image
+(whole, current view or a drawn region), watch its confidence maps evolve, pick the nuclei
+channel and threshold, make instance Labels; save the model or apply it to other images.
+All numerics live in ``methods.contrastive``; this file only wires layers to jobs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
+    QVBoxLayout, QWidget,
+)
+
+from ..engine.devices import DEVICE_CHOICES, pick_device
+from ..engine.geometry import polygons_bbox
+from ..engine.jobs import JobError
+from ..methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model, segment_job,
+                                   train_segmenter_job)
+from ._layers import image_from_layer, layer_mpp, shapes_polygons, visible_region
+from ._runner import JobPanel, notify_error
+
+REGION_WHOLE = "Whole image"
+REGION_VIEW = "Current view"
+REGION_SHAPES = "Drawn region (Shapes layer)"
+NONE = "(none)"
+
+
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s
+
+
+class SegmentWidget(QWidget):
+    """Dock widget. ``result`` (last TrainResult), ``model`` (SegmenterModel in use),
+    ``conf_layers`` and ``labels_layer`` are kept for scripts and tests."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result = None
+        self.model: Optional[SegmenterModel] = None
+        self.conf_layers: list = []
+        self.labels_layer = None
+        self._box = None
+        self._image_layer = None
+        d = ContrastiveConfig()
+
+        self.image_combo = QComboBox()
+        self.region_combo = QComboBox()
+        self.region_combo.addItems([REGION_WHOLE, REGION_VIEW, REGION_SHAPES])
+        self.shapes_combo = QComboBox()
+        self.gt_combo = QComboBox()
+        self.k_spin = _spin(1, 8, d.n_channels)
+        self.patch_spin = _spin(10, 200, d.patch_size)
+        self.patches_spin = _spin(2, 50, d.patches_per_image)
+        self.sim_combo = QComboBox()
+        self.sim_combo.addItems(["mse", "ce", "cosine"])
+        self.steps_spin = _spin(1, 10000, d.steps)
+        self.restarts_spin = _spin(1, 50, d.restarts)
+        self.seed_spin = _spin(0, 2**31 - 1, d.seed)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.train_btn = QPushButton("Train on image")
+        self.train_btn.clicked.connect(self.train)
+        self.panel = JobPanel()
+        self.channel_combo = QComboBox()
+        self.channel_combo.currentIndexChanged.connect(self._show_channel)
+        self.thr_slider = QSlider(Qt.Orientation.Horizontal)
+        self.thr_slider.setRange(1, 99)
+        self.thr_slider.setValue(int(round(d.threshold * 100)))
+        self.thr_label = QLabel(f"{d.threshold:.2f}")
+        self.thr_slider.valueChanged.connect(lambda v: self.thr_label.setText(f"{v / 100:.2f}"))
+        self.labels_btn = QPushButton("Make labels")
+        self.labels_btn.clicked.connect(self.make_labels)
+        self.save_btn = QPushButton("Save model…")
+        self.save_btn.clicked.connect(lambda: self.save_model())
+        self.load_btn = QPushButton("Load model…")
+        self.load_btn.clicked.connect(lambda: self.load_model())
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Train on", self.region_combo)
+        form.addRow("Shapes layer", self.shapes_combo)
+        form.addRow("Ground truth (optional)", self.gt_combo)
+        form.addRow("Channels K", self.k_spin)
+        form.addRow("Patch size (px)", self.patch_spin)
+        form.addRow("Patches per image", self.patches_spin)
+        form.addRow("Similarity", self.sim_combo)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Restarts", self.restarts_spin)
+        form.addRow("Seed", self.seed_spin)
+        form.addRow("Device", self.device_combo)
+        thr_row = QHBoxLayout()
+        thr_row.addWidget(self.thr_slider, 1)
+        thr_row.addWidget(self.thr_label)
+        form2 = QFormLayout()
+        form2.addRow("Nuclei channel", self.channel_combo)
+        form2.addRow("Threshold", thr_row)
+        files = QHBoxLayout()
+        files.addWidget(self.save_btn)
+        files.addWidget(self.load_btn)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.train_btn)
+        lay.addWidget(self.panel)
+        lay.addLayout(form2)
+        lay.addWidget(self.labels_btn)
+        lay.addLayout(files)
+        lay.addWidget(self.summary)
+        lay.addStretch(1)
+        self._enable_model_buttons()
+        self.refresh_layers()
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.connect(self.refresh_layers)
+
+    # ------------------------------------------------------------------ layers
+    def refresh_layers(self, *_args) -> None:
+        from napari.layers import Image, Labels, Shapes
+
+        mine = set(id(ly) for ly in self.conf_layers)
+        for combo, kind, extra in ((self.image_combo, Image, []), (self.shapes_combo, Shapes, []),
+                                   (self.gt_combo, Labels, [NONE])):
+            cur = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            names = extra + [ly.name for ly in self.viewer.layers if isinstance(ly, kind) and id(ly) not in mine
+                             and ly is not self.labels_layer]
+            combo.addItems(names)
+            if cur in names:
+                combo.setCurrentText(cur)
+            combo.blockSignals(False)
+
+    def _layer(self, name: str):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def config(self) -> ContrastiveConfig:
+        return ContrastiveConfig(
+            n_channels=self.k_spin.value(), patch_size=self.patch_spin.value(),
+            patches_per_image=self.patches_spin.value(), similarity=self.sim_combo.currentText(),
+            steps=self.steps_spin.value(), restarts=self.restarts_spin.value(), seed=self.seed_spin.value(),
+            threshold=self.thr_slider.value() / 100,
+        ).validate()
+
+    def _region(self, layer):
+        mode = self.region_combo.currentText()
+        if mode == REGION_VIEW:
+            return visible_region(self.viewer, layer)
+        if mode == REGION_SHAPES:
+            shapes = self._layer(self.shapes_combo.currentText())
+            if shapes is None:
+                raise JobError("add a Shapes layer and draw the region to train on")
+            y0, x0, y1, x1 = polygons_bbox(shapes_polygons(shapes, layer))
+            return (y0, x0, y1 + 1, x1 + 1)
+        return None
+
+    def _placement(self, layer, y0: float = 0, x0: float = 0) -> dict:
+        scale = tuple(layer.scale[-2:])
+        tr = tuple(np.asarray(layer.translate[-2:]) + np.array([y0, x0]) * np.asarray(scale))
+        return {"scale": scale, "translate": tr}
+
+    # ------------------------------------------------------------------ train
+    def train(self):
+        """Start training; returns the worker (None when synchronous or refused)."""
+        try:
+            layer = self._layer(self.image_combo.currentText())
+            if layer is None:
+                raise JobError("open an H&E image first")
+            image = image_from_layer(layer)
+            region = self._region(layer)
+            cfg = self.config()
+            masks = None
+            gt = self._layer(self.gt_combo.currentText()) if self.gt_combo.currentText() != NONE else None
+            if gt is not None:
+                y0, x0, y1, x1 = (0, 0, *image.shape[:2]) if region is None else [int(round(v)) for v in region]
+                masks = [np.asarray(gt.data)[y0:y1, x0:x1] > 0]
+            device = pick_device(self.device_combo.currentText())
+            job = train_segmenter_job(image, cfg, region=region, masks=masks, device=device, preview=True)
+        except JobError as e:
+            notify_error(str(e))
+            return None
+        self._image_layer = layer
+        self._region_used = region
+        self._mpp = layer_mpp(layer)
+        self.train_btn.setEnabled(False)
+        self.summary.setText("")
+        return self.panel.run(job, on_done=self._trained, on_progress=self._progress,
+                              on_cancel=self._reenable, on_error=lambda _m: self._reenable())
+
+    def _reenable(self) -> None:
+        self.train_btn.setEnabled(True)
+        self._enable_model_buttons()
+
+    def _enable_model_buttons(self) -> None:
+        for b in (self.labels_btn, self.save_btn):
+            b.setEnabled(self.model is not None)
+
+    def _progress(self, p) -> None:
+        maps = p.info.get("confidence") if p.info else None
+        if maps is not None:
+            self._show_maps(maps, p.info.get("channel"))
+
+    def _show_maps(self, maps: np.ndarray, channel: Optional[int] = None) -> None:
+        """Create or update one Image layer per confidence channel over the preview box."""
+        from ..methods.contrastive.job import preview_box
+
+        layer = self._image_layer
+        if self._box is None or len(self.conf_layers) != len(maps):
+            for ly in self.conf_layers:
+                if ly in self.viewer.layers:
+                    self.viewer.layers.remove(ly)
+            self.conf_layers = []
+            self._box = preview_box(image_from_layer(layer), self._region_used)
+            place = self._placement(layer, self._box[0], self._box[1])
+            for k, m in enumerate(maps):
+                self.conf_layers.append(self.viewer.add_image(
+                    m, name=f"confidence {k}", colormap="magma", contrast_limits=(0, 1), opacity=0.6,
+                    blending="additive", visible=False, **place))
+            self.channel_combo.blockSignals(True)
+            self.channel_combo.clear()
+            self.channel_combo.addItems([str(k) for k in range(len(maps))])
+            self.channel_combo.blockSignals(False)
+        else:
+            for ly, m in zip(self.conf_layers, maps):
+                ly.data = m
+        if channel is not None:
+            self.channel_combo.setCurrentIndex(int(channel))
+        self._show_channel()
+
+    def _show_channel(self, *_a) -> None:
+        k = self.channel_combo.currentIndex()
+        for i, ly in enumerate(self.conf_layers):
+            if ly in self.viewer.layers:
+                ly.visible = i == k
+
+    def _trained(self, result) -> None:
+        self.result = result
+        self.model = SegmenterModel.from_result(result, mpp=self._mpp)
+        self._box = None  # new layers with the final maps
+        if result.preview_maps is not None:
+            self._show_maps(result.preview_maps, result.channel)
+        self._reenable()
+        self.summary.setText(
+            f"Trained {result.config.restarts} x {result.config.steps} steps in {result.seconds:.0f} s; kept restart "
+            f"{result.restart + 1} (step {result.step}, {result.selected_by} score {result.score:.2f}). "
+            f"Suggested nuclei channel: {result.channel}.")
+        self.panel.status.setText("Done")
+
+    # ------------------------------------------------------------------ labels
+    def make_labels(self):
+        """Segment the chosen image (the training region, or the same choice of region on
+        another image) into a Labels layer; returns the worker (None when synchronous)."""
+        try:
+            if self.model is None:
+                raise JobError("train or load a model first")
+            layer = self._layer(self.image_combo.currentText())
+            if layer is None:
+                raise JobError("choose an image")
+            region = self._region(layer)
+            k = self.channel_combo.currentIndex()
+            job = segment_job(self.model, image_from_layer(layer), region=region,
+                              channel=k if k >= 0 else None, threshold=self.thr_slider.value() / 100,
+                              image_mpp=layer_mpp(layer), device=pick_device(self.device_combo.currentText()))
+        except JobError as e:
+            notify_error(str(e))
+            return None
+        y0, x0 = (0, 0) if region is None else (int(round(region[0])), int(round(region[1])))
+        place = self._placement(layer, max(0, y0), max(0, x0))
+        self.labels_btn.setEnabled(False)
+
+        def done(labels):
+            if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
+                self.viewer.layers.remove(self.labels_layer)
+            self.labels_layer = self.viewer.add_labels(labels, name=f"nuclei labels ({layer.name})", **place)
+            self.summary.setText(f"{int(labels.max())} nuclei")
+            self._enable_model_buttons()
+
+        return self.panel.run(job, on_done=done, on_cancel=self._enable_model_buttons,
+                              on_error=lambda _m: self._enable_model_buttons())
+
+    # ------------------------------------------------------------------ models
+    def save_model(self, folder: Optional[str] = None):
+        if self.result is None:
+            notify_error("train a model first")
+            return None
+        if folder is None:
+            folder = QFileDialog.getSaveFileName(self, "Save segmenter as (folder)")[0]
+            if not folder:
+                return None
+        self.result.channel = max(0, self.channel_combo.currentIndex())
+        self.result.config.threshold = self.thr_slider.value() / 100
+        path = save_model(self.result, folder, mpp=self._mpp)
+        self.summary.setText(f"model saved to {path}")
+        return path
+
+    def load_model(self, folder: Optional[str] = None):
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Load segmenter (model folder)")
+            if not folder:
+                return None
+        try:
+            self.model = load_model(folder)
+        except JobError as e:
+            notify_error(str(e))
+            return None
+        n = self.model.net.head.out_channels
+        self.channel_combo.blockSignals(True)
+        self.channel_combo.clear()
+        self.channel_combo.addItems([str(k) for k in range(n)])
+        self.channel_combo.setCurrentIndex(self.model.channel)
+        self.channel_combo.blockSignals(False)
+        self.thr_slider.setValue(int(round(self.model.threshold * 100)))
+        self._enable_model_buttons()
+        self.save_btn.setEnabled(self.result is not None)
+        self.summary.setText(f"loaded {folder}: channel {self.model.channel}, threshold {self.model.threshold:.2f}")
+        return self.model
