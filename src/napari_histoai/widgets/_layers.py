@@ -45,8 +45,10 @@ def image_from_layer(layer):
 def visible_region(viewer, layer) -> tuple[int, int, int, int]:
     """(y0, x0, y1, x1) level-0 px of ``layer`` currently visible in the canvas."""
     h_px, w_px = viewer.window._qt_viewer.canvas.size if viewer.window is not None else (512, 512)
-    zoom = viewer.camera.zoom
-    cy, cx = viewer.camera.center[-2:]
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+    zoom = camera.zoom
+    cy, cx = camera.center[-2:]
     half_h, half_w = h_px / zoom / 2, w_px / zoom / 2
     corners = np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]])
     d = np.array([layer.world_to_data(c)[-2:] for c in corners])

@@ -1,0 +1,68 @@
+"""Metrics on cases worked out by hand."""
+
+import numpy as np
+import pytest
+
+from napari_histoai import metrics as M
+
+
+def test_pairing_is_optimal_not_greedy():
+    # greedy nearest-first would pair pred0-gt0 (d=1) and leave gt1 unmatched (pred1-gt1 d=7 > 6)
+    pred = np.array([[0.0, 0.0], [0.0, 5.0]])
+    gt = np.array([[0.0, 1.0], [0.0, -5.5]])
+    pi, gi = M.pair_points(pred, gt, radius=6)
+    assert sorted(zip(pi.tolist(), gi.tolist())) == [(0, 1), (1, 0)]
+
+
+def test_detection_scores_by_hand():
+    gt = np.array([[10, 10], [50, 50], [90, 90]], float)
+    pred = np.array([[12, 11], [50, 57], [200, 200]], float)  # 1 hit (d=2.2), 1 miss (d=7), 1 far
+    s = M.detection_scores(pred, gt, radius=6)
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 2, 2)
+    assert s["f1"] == pytest.approx(2 * 1 / (2 + 2 + 2))
+    assert M.detection_scores(np.zeros((0, 2)), np.zeros((0, 2)))["f1"] == 1.0
+
+
+def test_hovernet_fc_by_hand():
+    # classes 0, 1; ignore = 2 (unlabeled)
+    gt = np.array([[0, 0], [0, 20], [0, 40], [0, 60], [0, 80]], float)
+    gc = np.array([0, 0, 1, 2, 1])
+    pred = np.array([[0, 1], [0, 21], [0, 41], [0, 61], [0, 200]], float)
+    pc = np.array([0, 1, 1, 0, 0])
+    s = M.classification_scores(pred, pc, gt, gc, n_classes=2, radius=6, ignore=2)
+    # matched pairs (pred,gt): (0,0):0/0, (1,1):1/0, (2,2):1/1, (3,3): gt unlabeled -> ignored for F_c
+    # unmatched pred 4 (class 0) -> FP_d for class 0; unmatched gt 4 (class 1) -> FN_d for class 1
+    # class 0: TP=1 (0/0), TN=1 (1/1), FP=0, FN=1 (gt0 pred1), FP_d=1, FN_d=0
+    f0 = 2 * (1 + 1) / (2 * (1 + 1) + 2 * 0 + 2 * 1 + 1 * 1 + 1 * 0)
+    # class 1: TP=1 (1/1), TN=1 (0/0), FP=1 (pred1 gt0), FN=0, FP_d=0, FN_d=1
+    f1 = 2 * (1 + 1) / (2 * (1 + 1) + 2 * 1 + 2 * 0 + 0 + 1)
+    assert s["f_c"][0] == pytest.approx(f0)
+    assert s["f_c"][1] == pytest.approx(f1)
+    assert s["f_d"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 1))
+
+
+def test_dice_and_aji_by_hand():
+    gt = np.zeros((4, 6), int)
+    gt[:, 0:2] = 1  # 8 px
+    gt[:, 4:6] = 2  # 8 px
+    pred = np.zeros((4, 6), int)
+    pred[:, 0:3] = 5  # 12 px, overlaps gt1 by 8
+    pred[0, 5] = 7  # 1 px inside gt2
+    pred[3, 3] = 9  # stray 1 px, unmatched
+    assert M.dice(gt, pred) == pytest.approx(2 * 9 / (16 + 14))
+    # AJI: gt1<->5: I=8, U=12; gt2<->7: I=1, U=8; unused pred 9 adds 1 to U
+    assert M.aji(gt, pred) == pytest.approx((8 + 1) / (12 + 8 + 1))
+
+
+def test_pq_and_object_f1_by_hand():
+    gt = np.zeros((10, 10), int)
+    gt[0:4, 0:4] = 1  # 16 px
+    gt[6:10, 6:10] = 2
+    pred = np.zeros((10, 10), int)
+    pred[0:4, 0:3] = 1  # IoU 12/16 = 0.75 with gt1
+    pred[6:10, 9:10] = 2  # IoU 4/16 = 0.25 with gt2 -> not matched
+    pq = M.panoptic_quality(gt, pred)
+    assert pq["sq"] == pytest.approx(0.75)
+    assert pq["dq"] == pytest.approx(1 / (1 + 0.5 + 0.5))
+    assert pq["pq"] == pytest.approx(0.75 * 0.5)
+    assert M.object_f1(gt, pred) == pytest.approx(0.5)
