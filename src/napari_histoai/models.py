@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .engine.jobs import JobError
-from .resources import resources_dir
+from .bundled import resources_dir
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"

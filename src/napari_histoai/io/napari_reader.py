@@ -70,7 +70,7 @@ def read_image(path):
 
 def sample_he():
     """Bundled sample: 1024 x 1024 px of CMU-1 (Aperio, 20x, 0.499 µm/px)."""
-    from ..resources import sample_path
+    from ..bundled import sample_path
 
     img = open_image(sample_path())
     return layer_data(img, name="H&E sample (CMU-1)")

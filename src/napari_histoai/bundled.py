@@ -1,5 +1,6 @@
-"""Where bundled files live: the top-level ``resources/`` folder of the project, which the
-wheel installs as ``napari_histoai/resources`` (see pyproject's package-dir mapping)."""
+"""Where bundled files live: the top-level ``resources/`` folder of the project.
+``src/napari_histoai/resources`` is a symlink to it, so wheels carry the files as package data
+(``napari_histoai/resources/...``) and editable installs read them in place."""
 
 from __future__ import annotations
 
