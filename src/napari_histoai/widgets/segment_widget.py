@@ -124,14 +124,15 @@ class SegmentWidget(QWidget):
     def refresh_layers(self, *_args) -> None:
         from napari.layers import Image, Labels, Shapes
 
-        mine = set(id(ly) for ly in self.conf_layers)
+        def mine(ly) -> bool:  # our own outputs are not inputs
+            return bool((getattr(ly, "metadata", None) or {}).get("histoai_segmenter_output"))
+
         for combo, kind, extra in ((self.image_combo, Image, []), (self.shapes_combo, Shapes, []),
                                    (self.gt_combo, Labels, [NONE])):
             cur = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
-            names = extra + [ly.name for ly in self.viewer.layers if isinstance(ly, kind) and id(ly) not in mine
-                             and ly is not self.labels_layer]
+            names = extra + [ly.name for ly in self.viewer.layers if isinstance(ly, kind) and not mine(ly)]
             combo.addItems(names)
             if cur in names:
                 combo.setCurrentText(cur)
@@ -221,7 +222,7 @@ class SegmentWidget(QWidget):
             for k, m in enumerate(maps):
                 self.conf_layers.append(self.viewer.add_image(
                     m, name=f"confidence {k}", colormap="magma", contrast_limits=(0, 1), opacity=0.6,
-                    blending="additive", visible=False, **place))
+                    blending="additive", visible=False, metadata={"histoai_segmenter_output": True}, **place))
             self.channel_combo.blockSignals(True)
             self.channel_combo.clear()
             self.channel_combo.addItems([str(k) for k in range(len(maps))])
@@ -277,7 +278,8 @@ class SegmentWidget(QWidget):
         def done(labels):
             if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.labels_layer)
-            self.labels_layer = self.viewer.add_labels(labels, name=f"nuclei labels ({layer.name})", **place)
+            self.labels_layer = self.viewer.add_labels(labels, name=f"nuclei labels ({layer.name})",
+                                                      metadata={"histoai_segmenter_output": True}, **place)
             self.summary.setText(f"{int(labels.max())} nuclei")
             self._enable_model_buttons()
 

@@ -107,6 +107,39 @@ class TrainResult:
         return state, cfg
 
 
+class Adam:
+    """Adam with L2 weight decay, same update as ``torch.optim.Adam``.
+
+    ``torch.optim.Optimizer.__init__`` imports ``torch._dynamo`` and with it triton, whose
+    extension module segfaults when loaded after PyQt6 (i.e. inside napari); this small
+    optimiser keeps training usable from the dock widget.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad if self.wd == 0 else p.grad + self.wd * p
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-self.lr)
+
+
 def _as_images(images) -> list[np.ndarray]:
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images]
@@ -202,7 +235,7 @@ def train_job(images, config: Optional[ContrastiveConfig] = None, masks: Optiona
         feat.to(device).train()
         net = net.to(memory_format=torch.channels_last)
         params = list(net.parameters()) + (list(feat.parameters()) if cfg.similarity == "cosine" else [])
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         r_best = None
         hist = []
         for step in range(1, cfg.steps + 1):
