@@ -49,3 +49,12 @@ def test_console_script_runs(sample_path):
     r = subprocess.run([sys.executable, "-m", "napari_histoai.cli", "info", str(sample_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "0.4990 µm/px" in r.stdout
+
+
+def test_convert_builds_a_pyramid_that_keeps_pixel_size(slides_dir, tmp_path):
+    from napari_histoai.io import open_image
+
+    out = tmp_path / "os1.ome.tif"
+    assert main(["convert", str(slides_dir / "OS-1-detail.ome.tif"), "--out", str(out)]) == 0
+    img = open_image(out)
+    assert len(img.levels) == 2 and img.mpp == pytest.approx(0.2271, abs=1e-4) and img.magnification == 40

@@ -139,3 +139,27 @@ def test_non_rgb_and_16bit_are_refused_for_he_methods(data_dir):
 def test_out_of_range_region(sample_path):
     with pytest.raises(JobError, match="outside the image"):
         open_image(sample_path).read_region(1000, 0, 1100, 10)
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_ome_zarr_multiscale(tmp_path, sample_path, fmt):
+    import zarr
+
+    src = open_image(sample_path)
+    root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w", zarr_format=fmt)
+    datasets = []
+    for i, lv in enumerate(src.levels[:2]):
+        a = np.moveaxis(np.asarray(lv), -1, 0)  # (c, y, x)
+        arr = root.create_array(str(i), shape=a.shape, chunks=(3, 256, 256), dtype=a.dtype)
+        arr[:] = a
+        datasets.append({"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [1, 0.499 * 2**i, 0.499 * 2**i]}]})
+    ms = [{"version": "0.4", "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
+                                       {"name": "x", "type": "space", "unit": "micrometer"}], "datasets": datasets}]
+    if fmt == 2:
+        root.attrs["multiscales"] = ms
+    else:
+        root.attrs["ome"] = {"version": "0.5", "multiscales": ms}
+    img = open_image(tmp_path / "img.ome.zarr")
+    assert img.backend == "ome-zarr" and img.shape == (1024, 1024, 3) and len(img.levels) == 2
+    assert img.mpp == pytest.approx(0.499)
+    np.testing.assert_array_equal(img.read_region(10, 20, 30, 40), src.read_region(10, 20, 30, 40))

@@ -125,6 +125,14 @@ class SlideImage:
         }
 
 
+def magnification_from_mpp(mpp: Optional[float]) -> Optional[float]:
+    """Nominal objective power for a pixel size (10x ~ 1 µm/px), snapped to common objectives."""
+    if not mpp:
+        return None
+    est = 10.0 / mpp
+    return min((1.25, 2.5, 5, 10, 20, 40, 60, 80, 100), key=lambda m: abs(np.log(m / est)))
+
+
 def _first_line(e: BaseException) -> str:
     s = str(e).strip().splitlines()
     return s[0] if s else type(e).__name__

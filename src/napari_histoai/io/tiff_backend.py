@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from .slide import SlideImage
+from .slide import SlideImage, magnification_from_mpp
 
 # microscopy resolutions we believe (µm/px); 72-dpi defaults from generic writers are not
 _MPP_RANGE = (0.01, 50.0)
@@ -116,7 +116,7 @@ def open_tiff(path: Path) -> SlideImage:
             mpp = _resolution_mpp(page0)
         mpp = _plausible(mpp)
         if mag is None and mpp is not None:
-            mag = round(10.0 / mpp)  # 0.25 µm/px ~ 40x, 0.5 ~ 20x
+            mag = magnification_from_mpp(mpp)
         fmt = "svs" if tf.is_svs else ("ome-tiff" if tf.is_ome else ("ndpi" if tf.is_ndpi else "tiff"))
     except Exception:
         tf.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .slide import SlideImage
+from .slide import SlideImage, magnification_from_mpp
 
 
 def open_ome_zarr(path: Path) -> SlideImage:
@@ -40,5 +40,5 @@ def open_ome_zarr(path: Path) -> SlideImage:
                     unit = next((a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict) and a.get("name") == "x"), "micrometer")
                     factor = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3}.get(unit or "micrometer", 1.0)
                     mpp = float(t["scale"][x_ax]) * factor
-    return SlideImage(path=path, levels=levels, mpp=mpp, magnification=None if mpp is None else round(10 / mpp),
+    return SlideImage(path=path, levels=levels, mpp=mpp, magnification=magnification_from_mpp(mpp),
                       backend="ome-zarr", format="ome-zarr")
