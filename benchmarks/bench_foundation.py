@@ -150,7 +150,9 @@ def make_slide(size: int, name: str) -> Path:
     path = SCRATCH / name
     if not path.exists():
         t = time.perf_counter()
-        write_mosaic_slide(path, crchisto_tiles(DATA, n=64), (size, size), mpp=0.5, quality=80)
+        tmp = path.with_name(".partial-" + name)
+        write_mosaic_slide(tmp, crchisto_tiles(DATA, n=64), (size, size), mpp=0.5, quality=80)
+        tmp.rename(path)
         print(f"generated {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return path
 

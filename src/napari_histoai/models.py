@@ -23,6 +23,27 @@ from .bundled import resources_dir
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 
+_listeners: list = []
+
+
+def on_models_changed(callback) -> None:
+    """Register ``callback()`` to run after a model is saved (e.g. to refresh a model selector).
+    Callbacks run in the saving thread; GUI code should marshal to its own thread."""
+    _listeners.append(callback)
+
+
+def remove_models_listener(callback) -> None:
+    if callback in _listeners:
+        _listeners.remove(callback)
+
+
+def _notify() -> None:
+    for cb in list(_listeners):
+        try:
+            cb()
+        except Exception:  # a closed widget must not break saving
+            remove_models_listener(cb)
+
 
 def user_models_dir() -> Path:
     """Where models a user trains are saved by default (``$HISTOAI_MODELS`` overrides)."""
@@ -97,6 +118,7 @@ def save_checkpoint(folder: str | os.PathLike, state_dict: dict, config: dict) -
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    _notify()
     return folder
 
 

@@ -68,6 +68,12 @@ class DetectWidget(QWidget):
 
         self.refresh_models()
         self.refresh_layers()
+        # a model saved anywhere (e.g. by the training dock) shows up in the selector
+        from qtpy.QtCore import QTimer
+
+        from ..models import on_models_changed
+
+        on_models_changed(lambda: QTimer.singleShot(0, self, self.refresh_models))
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self.refresh_layers)
 
