@@ -32,7 +32,9 @@ def test_open_sample_detect_and_get_classified_points(viewer_with_sample, qtbot)
     models = [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
     assert models[-1] == "classical"
     w.model_combo.setCurrentText("classical")
-    _run(w, qtbot)
+    w.detect_btn.click()  # as the user does: the job runs in a worker thread
+    assert w.panel.running and not w.detect_btn.isEnabled()
+    qtbot.waitUntil(lambda: not w.panel.running, timeout=120_000)
     pts = w.last_layer
     assert pts is not None and pts in viewer.layers
     assert len(pts.data) > 300
