@@ -39,12 +39,25 @@ class PeriodicMosaic:
         return self.base[np.ix_(ys, xs)]
 
     def level_tile(self, level: int, ty: int, tx: int) -> np.ndarray:
-        """Tile (ty, tx) of pyramid ``level`` (block mean over 2^level x 2^level px)."""
-        f, t = 2 ** level, self.tile
-        block = self.region(ty * t * f, tx * t * f, (ty + 1) * t * f, (tx + 1) * t * f).astype(np.float32)
-        if f > 1:
-            block = block.reshape(t, f, t, f, 3).mean(axis=(1, 3))
-        return np.clip(np.rint(block), 0, 255).astype(np.uint8)
+        """Tile (ty, tx) of pyramid ``level`` (block mean over 2^level x 2^level px).
+
+        Built recursively from the four tiles of the level below, cached by position within
+        the period, so memory stays at a few tiles per level whatever the level."""
+        return np.clip(np.rint(self._mean_tile(level, ty, tx)), 0, 255).astype(np.uint8)
+
+    def _mean_tile(self, level: int, ty: int, tx: int) -> np.ndarray:
+        p, t = self.period, self.tile
+        key = (level, (ty << level) % p, (tx << level) % p)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            if level == 0:
+                cache[key] = self.region(ty * t, tx * t, (ty + 1) * t, (tx + 1) * t).astype(np.float32)
+            else:
+                quad = np.concatenate([
+                    np.concatenate([self._mean_tile(level - 1, 2 * ty + dy, 2 * tx + dx) for dx in (0, 1)], axis=1)
+                    for dy in (0, 1)], axis=0)
+                cache[key] = quad.reshape(t, 2, t, 2, 3).mean(axis=(1, 3))
+        return cache[key]
 
 
 def write_mosaic_slide(
