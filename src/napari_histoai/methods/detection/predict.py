@@ -64,7 +64,7 @@ def _to_batch(tiles: Sequence[np.ndarray], stride: int, device) -> tuple[torch.T
     W = int(np.ceil(max(ws) / stride) * stride)
     batch = []
     for t in tiles:
-        x = torch.from_numpy(np.ascontiguousarray(t[..., :3])).permute(2, 0, 1).float().div_(255)
+        x = torch.from_numpy(np.array(t[..., :3], copy=True)).permute(2, 0, 1).float().div_(255)
         ph, pw = H - x.shape[1], W - x.shape[2]
         if ph or pw:
             mode = "reflect" if ph < x.shape[1] and pw < x.shape[2] else "replicate"

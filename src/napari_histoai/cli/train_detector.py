@@ -1,0 +1,89 @@
+"""``histoai train-detector``: train an AC-Former nuclei detector on images + points CSVs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "train-detector"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        NAME, help="train an AC-Former nuclei detector",
+        description="Train an AC-Former point detector on RGB images and points CSVs (y,x,class; "
+                    "same file stem as the image). Classes not in --classes (e.g. 'unlabeled') are "
+                    "nuclei of unknown class: detection targets only.")
+    p.add_argument("--images", required=True, help="folder of training images")
+    p.add_argument("--points", required=True, help="folder of points CSVs named like the images")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--config", default="compact", choices=["compact", "paper", "tiny"])
+    p.add_argument("--val-images", help="validation images (model selection)")
+    p.add_argument("--val-points", help="validation points CSVs")
+    p.add_argument("--mpp", type=float, default=None, help="µm/px of the input images (default: the model's)")
+    p.add_argument("--classes", default=None, help="comma-separated class names (default: epithelial,inflammatory,fibroblast,others)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    p.add_argument("--views", choices=["aat", "affine", "crop", "none"], default=None, help="view generator")
+    p.add_argument("--global-loss", choices=["on", "off"], default=None, help="loss from the global EMA network")
+    p.add_argument("--fusestyle", choices=["on", "off"], default=None)
+    p.add_argument("--fusestyle-partner", choices=["argmin", "random", "euclidean"], default=None)
+    p.add_argument("--backbone", default=None, help="resnet18|resnet34|resnet50|convnext_tiny|convnext_base")
+    p.add_argument("--backbone-weights", default=None, help="optional torchvision-format backbone weights (.safetensors or .pt)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--log", default=None, help="append per-step JSON lines to this file")
+    p.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
+    return p
+
+
+def build_config(args):
+    from ..methods.detection.configs import get_config
+
+    over = {}
+    if args.steps:
+        over["steps"] = args.steps
+    if args.views:
+        over["views"] = args.views
+    if args.global_loss:
+        over["global_loss"] = args.global_loss == "on"
+    if args.fusestyle:
+        over["fusestyle"] = args.fusestyle == "on"
+    if args.fusestyle_partner:
+        over["fusestyle_partner"] = args.fusestyle_partner
+    if args.backbone:
+        over["backbone"] = args.backbone
+    if args.lr:
+        over["lr"] = args.lr
+    if args.classes:
+        over["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    return get_config(args.config, **over)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..engine.devices import pick_device
+    from ..engine.jobs import JobError, run_with_tqdm
+    from ..methods.detection.data import load_folder
+    from ..methods.detection.train import train_job
+
+    cfg = build_config(args)
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    data_mpp = args.mpp or cfg.mpp
+    train = load_folder(args.images, args.points, cfg.classes, data_mpp, cfg.mpp)
+    val = None
+    if bool(args.val_images) != bool(args.val_points):
+        raise JobError("give both --val-images and --val-points, or neither")
+    if args.val_images:
+        val = load_folder(args.val_images, args.val_points, cfg.classes, data_mpp, cfg.mpp)
+    extra = {"training": {"data": f"{args.images} ({len(train)} images)", "command": " ".join(["histoai"] + sys.argv[1:]),
+                          "config_name": args.config}}
+    job = train_job(cfg, train, args.out, val=val, device=device, seed=args.seed, resume=args.resume,
+                    eval_every=args.eval_every, log_path=args.log, backbone_weights=args.backbone_weights,
+                    extra_config=extra)
+    result = run_with_tqdm(job, desc="train-detector")
+    print(json.dumps({"model": str(args.out), "classes": result["classes"], "mpp": result["mpp"]}))
+    return 0
