@@ -1,0 +1,336 @@
+"""Fine-tune an AC-Former model with mixed supervision, as a job (yields ``Progress``).
+
+Per EM round: **E-step** — the current global (EMA) network predicts on every image (tiled,
+score floor ``pseudo_floor``, near-duplicates merged); predictions in the unreviewed area become
+pseudo labels by :mod:`.rules` (patch filter T, weights clip(s V, 0, 1), < 0.01 -> 0). **M-step**
+— ``steps`` optimiser steps, warm-started from the previous round; each batch mixes fine /
+pseudo / negative crops at the ratio R; AC-Former's view generator (AAT / random affine / crop),
+global EMA loss and FuseStyle are switches. After every round the global network is validated
+on the held-out reviewed blocks (F_d, mean F_c); the best round is saved (atomically, only at the
+very end: a cancelled job leaves every existing model untouched).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ...engine.jobs import CancelFlag, JobError, Progress, check_cancel
+from .criterion import WeightedCriterion
+from .data import (MixedImage, crop_at, holdout_truth, ignore_mask, sample_crop, split_holdout, targets_of,
+                   unreviewed_area)
+from .rules import KINDS, mix_schedule, patch_filter, reweight
+
+__all__ = ["MixedConfig", "mixed_train_job", "pseudo_label", "validate"]
+
+
+@dataclass
+class MixedConfig:
+    rounds: int = 2                   # EM rounds (E-step + M-step each)
+    steps: int = 60                   # optimiser steps per round (a maximum when budget_seconds > 0)
+    budget_seconds: float = 0.0       # CPU seconds (process time) for the whole job; 0 = no limit
+    T: float = 0.4                    # pseudo patch kept if its best score >= T
+    V: float = 4.0                    # pseudo weight = clip(score * V, 0, 1)
+    zero_below: float = 0.01          # weights below this (after scaling) -> 0
+    ratio: tuple = (2, 1, 1)          # fine : pseudo : negative crops per batch (paper 2:1:7)
+    pseudo: bool = True               # False = fine labels (+ hard negatives) only
+    negatives: bool = True
+    pseudo_floor: float = 0.05        # predictions below this score are not pseudo candidates
+    pseudo_merge: float = 6.0         # px: merge pseudo points closer than this
+    crop_size: int = 0                # 0 = the model's training crop
+    batch_images: int = 0             # 0 = the model's
+    lr: float = 1e-4
+    views: str = ""                   # "" = the model's; aat | affine | crop | none
+    global_loss: Optional[bool] = None  # None = the model's setting
+    global_warmup: int = 0
+    fusestyle: Optional[bool] = None
+    val_fraction: float = 0.2
+    holdout_block: int = 96
+    color_jitter: float = 0.05
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ratio"] = list(self.ratio)
+        return d
+
+
+def _model_config(arch: dict, m: MixedConfig):
+    from ..detection.configs import ACFormerConfig
+
+    cfg = ACFormerConfig.from_dict(arch)
+    over = {"lr": m.lr, "warmup_steps": 0}
+    if m.views:
+        over["views"] = m.views
+    if m.global_loss is not None:
+        over["global_loss"] = bool(m.global_loss)
+    if m.fusestyle is not None:
+        over["fusestyle"] = bool(m.fusestyle)
+    if m.crop_size:
+        over["crop_size"] = int(m.crop_size)
+    if m.batch_images:
+        over["batch_images"] = int(m.batch_images)
+    return cfg.replace(**over)
+
+
+def _predict(detector, image: np.ndarray, cancel=None):
+    """Tiled prediction over a whole (moderate) image; a generator yielding between tiles and
+    returning (yx, cls, score)."""
+    from ...engine.tiling import tile_grid
+
+    h, w = image.shape[:2]
+    tile = max(128, int(detector.tile_size))
+    grid = [None] if (h <= tile and w <= tile) else tile_grid(image.shape, tile=tile, overlap=int(detector.overlap))
+    P, C, S = [], [], []
+    for t in grid:
+        check_cancel(cancel)
+        if t is None:
+            p, c, s = detector.predict_tiles([image])[0]
+        else:
+            p, c, s = detector.predict_tiles([image[t.y0:t.y1, t.x0:t.x1]])[0]
+            p = p + np.array([t.y0, t.x0], np.float32)
+            k = t.core_contains(p[:, 0], p[:, 1])
+            p, c, s = p[k], c[k], s[k]
+        P.append(p), C.append(c), S.append(s)
+        yield
+    return np.concatenate(P).reshape(-1, 2), np.concatenate(C), np.concatenate(S)
+
+
+def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int) -> dict:
+    """Apply the E-step rules to one image's predictions; sets ``item.pseudo*``. -> stats."""
+    area = unreviewed_area(item)
+    h, w = item.shape
+    yx = np.asarray(yx, np.float32).reshape(-1, 2)
+    iy = np.clip(np.floor(yx[:, 0] + 0.5).astype(int), 0, h - 1)
+    ix = np.clip(np.floor(yx[:, 1] + 0.5).astype(int), 0, w - 1)
+    inside = area[iy, ix] if len(yx) else np.zeros(0, bool)
+    yx, cls, score = yx[inside], np.asarray(cls)[inside], np.asarray(score)[inside]
+    cells, keep = patch_filter(yx, score, (h, w), patch, m.T, area=area)
+    wts = reweight(score, m.V, m.zero_below)
+    k = keep & (wts > 0)
+    item.pseudo = cells
+    item.pseudo_points, item.pseudo_labels = yx[k].astype(np.float32), cls[k].astype(np.int64)
+    item.pseudo_weights = wts[k].astype(np.float32)
+    return {"n_pseudo": int(k.sum()), "pseudo_area": float(cells.mean()), "mean_weight": float(wts[k].mean()) if k.any() else 0.0}
+
+
+def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int = 32) -> dict:
+    """F_d / F_c of ``detector`` on the held-out reviewed blocks (points of class -1 count for
+    detection only). Empty dict when nothing is held out."""
+    from ...metrics import classification_scores
+
+    P, PC, G, GC, off = [], [], [], [], 0.0
+    for it in items:
+        for blk in it.holdout:
+            y0, x0, y1, x1 = blk
+            h, w = it.shape
+            a0, b0, a1, b1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+            p, c, s = detector.predict_tiles([it.image[a0:a1, b0:b1]])[0]
+            p = p + np.array([a0, b0], np.float32)
+            k = (p[:, 0] >= y0 - 0.5) & (p[:, 0] < y1 - 0.5) & (p[:, 1] >= x0 - 0.5) & (p[:, 1] < x1 - 0.5)
+            gt, gl = holdout_truth(it, blk)
+            shift = np.array([off, 0.0], np.float32)
+            P.append(p[k] + shift), PC.append(c[k]), G.append(gt + shift), GC.append(gl)
+            off += (y1 - y0) + 100.0
+    if not P:
+        return {}
+    r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
+                              len(detector.classes), radius=radius, ignore=-1)
+    return {"f_d": float(r["f_d"]), "mean_f_c": float(r["mean_f_c"]), "f_c": [float(v) for v in r["f_c"]],
+            "n_true": int(sum(len(g) for g in G))}
+
+
+def _score(v: dict) -> float:
+    if not v:
+        return -1.0
+    fc = v["mean_f_c"] if np.isfinite(v["mean_f_c"]) else 0.0
+    return v["f_d"] + fc
+
+
+def _param_groups(model, views, cfg):
+    bb = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    tr = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    groups = [{"params": bb, "lr": cfg.lr}, {"params": tr, "lr": cfg.lr * cfg.lr_transformer_mult}]
+    aat = list(views.parameters())
+    if aat:
+        groups.append({"params": aat, "lr": cfg.lr * cfg.lr_aat_mult})
+    return groups
+
+
+@torch.no_grad()
+def _teacher(ema_model, crops: torch.Tensor, thr: float) -> list:
+    out = ema_model(crops)
+    score, lab = out["pred_logits"].sigmoid().max(-1)
+    return [{"points": out["pred_points"][b][score[b] >= thr].clamp(0, 1), "labels": lab[b][score[b] >= thr]}
+            for b in range(crops.shape[0])]
+
+
+def _to_views(targets: list, theta: torch.Tensor, m: int, ign_views: torch.Tensor) -> list:
+    from ..detection.aat import transform_points
+
+    res = []
+    for i in range(theta.shape[0]):
+        t = targets[i // m]
+        pts, keep = transform_points(t["points"], theta[i])
+        w = t.get("weights")
+        w = torch.ones(len(t["labels"]), dtype=pts.dtype) if w is None else w
+        res.append({"points": pts[keep], "labels": t["labels"][keep], "weights": w[keep], "ignore": ign_views[i]})
+    return res
+
+
+def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Optional[MixedConfig] = None,
+                    device="cpu", seed: int = 0, cancel: Optional[CancelFlag] = None, name: Optional[str] = None,
+                    extra_config: Optional[dict] = None):
+    """Fine-tune ``start_model`` (name or folder of an AC-Former model) on ``items``; save the
+    best round to the model folder ``out``. Yields ``Progress`` whose ``info`` has ``loss``,
+    ``class``, ``point`` (+ ``global``), ``round``, ``step`` and, after each round, ``val``.
+    Returns a summary dict (``model``, ``val_before``, ``val``, ``rounds``, ...)."""
+    from ...engine.devices import seed_everything
+    from ...models import load_checkpoint, load_state_strict, save_checkpoint
+    from ..detection.aat import build_view_generator, warp_images
+    from ..detection.ema import ModelEMA
+    from ..detection.model import build_model
+    from ..detection.predict import KIND, ACFormerDetector
+
+    m = m or MixedConfig()
+    if not items:
+        raise JobError("no training image")
+    out = Path(out)
+    t_start = time.process_time()
+    yield Progress(0, 0, f"loading {start_model}")
+    state, config = load_checkpoint(start_model, KIND)
+    cfg = _model_config(config.get("architecture") or {}, m)
+    seed_everything(seed)
+    device = torch.device(device)
+    model = build_model(cfg)
+    load_state_strict(model, state, f"model {start_model}")
+    model.to(device)
+    for it in items:
+        if len(cfg.classes) != len(config.get("classes", cfg.classes)):
+            raise JobError("model classes are inconsistent")
+        split_holdout(it, m.val_fraction, m.holdout_block, seed)
+        if not m.negatives:
+            it.negative = np.zeros_like(it.negative)
+    avail_fine = any(it.has("fine") for it in items) or any(len(it.extra_points) for it in items)
+    if not avail_fine and not m.pseudo:
+        raise JobError("mark at least one reviewed region (with its points corrected) before training")
+    views = build_view_generator(cfg).to(device)
+    crit = WeightedCriterion(cfg)
+    ema = ModelEMA(model, cfg.ema_momentum)
+    opt = torch.optim.AdamW(_param_groups(model, views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def detector(threshold=None, merge=0.0):
+        d = ACFormerDetector(ema.module, cfg, name=name or out.name, device=device, threshold=threshold)
+        d.min_distance = merge
+        return d
+
+    val_before = validate(detector(), items)
+    best_state, best_val, best_round = None, val_before, 0
+    total = m.rounds * m.steps
+    budget = m.budget_seconds if m.budget_seconds and m.budget_seconds > 0 else None
+    rounds, step, losses = [], 0, []
+    yield Progress(0, total, "validation before training", {"val": val_before, "round": 0, "step": 0})
+    for r in range(1, m.rounds + 1):
+        # ---------------------------------------------------------------- E-step
+        stats = {}
+        if m.pseudo:
+            det = detector(threshold=m.pseudo_floor, merge=m.pseudo_merge)
+            for it in items:
+                yx, c, s = yield from _wrap(_predict(det, it.image, cancel), step, total, f"round {r}: pseudo labels on {it.name}")
+                stats[it.name] = pseudo_label(it, yx, c, s, m, cfg.crop_size)
+            ema.module.eval()
+        avail = [any(it.has(k) for it in items) for k in KINDS]
+        avail[0] = avail[0] or avail_fine
+        rng = np.random.default_rng([seed, r])
+        n_steps = m.steps
+        schedule = mix_schedule(m.ratio, avail, n_steps * cfg.batch_images, rng)
+        tg = {it.name: (targets_of(it), ignore_mask(it)) for it in items}
+        # ---------------------------------------------------------------- M-step
+        done_round = 0
+        for s_i in range(n_steps):
+            check_cancel(cancel)
+            if budget is not None and time.process_time() - t_start >= budget * r / m.rounds:
+                break
+            model.train(), views.train()
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            crops, targets, igns = [], [], []
+            for kind in schedule[s_i * cfg.batch_images:(s_i + 1) * cfg.batch_images]:
+                pool = [it for it in items if it.has(kind)] or [it for it in items if len(it.extra_points)]
+                it = pool[int(rng.integers(len(pool)))]
+                if it.has(kind):
+                    y0, x0 = sample_crop(it, kind, cfg.crop_size, rng)
+                else:  # only user points outside reviewed regions: crop around one of them
+                    p = it.extra_points[int(rng.integers(len(it.extra_points)))]
+                    y0 = int(np.clip(p[0] - cfg.crop_size // 2, 0, max(0, it.shape[0] - cfg.crop_size)))
+                    x0 = int(np.clip(p[1] - cfg.crop_size // 2, 0, max(0, it.shape[1] - cfg.crop_size)))
+                c, p, lab, wt, ig = crop_at(it, y0, x0, cfg.crop_size, rng, m.color_jitter, *tg[it.name])
+                crops.append(torch.from_numpy(c))
+                targets.append({"points": torch.from_numpy(p), "labels": torch.from_numpy(lab),
+                                "weights": torch.from_numpy(wt)})
+                igns.append(torch.from_numpy(ig))
+            crops = torch.stack(crops).to(device)
+            v, theta = views(crops, gen)
+            mv = views.m
+            known = (~torch.stack(igns)).float()[:, None].to(device).repeat_interleave(mv, 0)
+            ign_v = warp_images(known, theta.detach(), v.shape[-1])[:, 0] < 0.5
+            outputs = model(v)
+            loss, parts = crit(outputs, _to_views(targets, theta, mv, ign_v))
+            if cfg.global_loss and step >= m.global_warmup:
+                teacher = _teacher(ema.module, crops, cfg.teacher_threshold)
+                gl, _ = crit(outputs, _to_views(teacher, theta, mv, ign_v))
+                loss = loss + cfg.global_weight * gl
+                parts["global"] = float(gl.detach())
+            if not torch.isfinite(loss):
+                raise JobError(f"training diverged in round {r} (loss {float(loss)})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            ema.update(model)
+            step += 1
+            done_round += 1
+            info = {"loss": float(loss.detach()), **parts, "round": r, "step": step}
+            losses.append(info["loss"])
+            yield Progress(step, total, f"round {r}/{m.rounds} step {s_i + 1}: loss {info['loss']:.3f}", info)
+        # ---------------------------------------------------------------- validation
+        ema.module.eval()
+        val = validate(detector(), items)
+        rounds.append({"round": r, "steps": done_round, "val": val, "pseudo": stats})
+        yield Progress(step, total, f"round {r}: validation " + (f"F_d {val['f_d']:.3f}" if val else "n/a"),
+                       {"val": val, "round": r, "step": step})
+        if best_state is None or not val or _score(val) >= _score(best_val):
+            best_state = {k: t.detach().cpu().clone() for k, t in ema.module.state_dict().items()}
+            best_val, best_round = val, r
+        if budget is not None and time.process_time() - t_start >= budget:
+            break
+    check_cancel(cancel)
+    train_cfg = cfg.replace(lr=config.get("architecture", {}).get("lr", cfg.lr))
+    summary = {"model": str(out), "start_model": str(start_model), "val_before": val_before, "val": best_val,
+               "selected_round": best_round, "rounds": rounds, "steps": step,
+               "cpu_seconds": round(time.process_time() - t_start, 1), "mixed": m.to_dict()}
+    new_cfg = {k: v for k, v in config.items() if k not in ("metrics", "package_version")}
+    new_cfg.update({"kind": KIND, "name": name or out.name, "architecture": train_cfg.to_dict(),
+                    "classes": list(cfg.classes), "mpp": cfg.mpp})
+    new_cfg["training"] = {"method": "mixed supervision fine-tuning", "start_model": str(start_model),
+                           "images": [it.name for it in items], "seed": seed, "steps": step,
+                           "cpu_seconds": summary["cpu_seconds"], **(extra_config or {})}
+    new_cfg["metrics"] = {"val_heldout_reviewed": best_val, "val_before": val_before, "rounds": rounds,
+                          "selected_round": best_round}
+    save_checkpoint(out, best_state, new_cfg)
+    return summary
+
+
+def _wrap(gen, step, total, message):
+    """Forward a sub-generator's pauses as Progress(step, total, message); return its value."""
+    try:
+        while True:
+            next(gen)
+            yield Progress(step, total, message)
+    except StopIteration as stop:
+        return stop.value
