@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# pytest-qt loads PyQt6 before any test runs; as in the GUI (see napari_histoai/widgets/__init__),
+# triton must not be imported after it (tests/test_gui_torch.py checks this in a fresh process)
+if "triton" not in sys.modules:
+    sys.modules["triton"] = None
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HISTOAI_DATA", ROOT.parent / "shared" / "data"))
