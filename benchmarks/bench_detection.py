@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Nuclei detection benchmark: AC-Former models through the tiled detect job.
+
+Per model: F_d, per-class F_c and mean F_c on crchisto/val (6 px at the model's resolution;
+`unlabeled` nuclei count for detection only); cross-domain F_d on the 13 MoNuSeg training tiles
+that have centroids (40x, 0.25 µm/px, resampled by the detect job to the model's µm/px; 6 model
+px = 12 px at 40x); CPU inference speed (MP/s of model-resolution pixels, whole-image detect job
+on a 2000 x 2000 mosaic of val tiles, tissue mask off); training wall time (from the model
+config). Prints a markdown table and saves it (md + json) under benchmarks/results/.
+
+    python benchmarks/bench_detection.py                          # the bundled model
+    python benchmarks/bench_detection.py --models runs/a runs/b   # any models (e.g. ablations)
+    python benchmarks/bench_detection.py --ablation --steps 400   # train + score the 5 ablation rows
+    python benchmarks/bench_detection.py --smoke                  # CI: 2 val tiles, no speed/MoNuSeg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (ROOT / ".." / "shared" / "data").resolve()
+RESULTS = ROOT / "benchmarks" / "results"
+
+# the ablation (paper Table 2 style), all at the same compact budget
+ABLATION = [
+    ("baseline", dict(views="none", global_loss=False, fusestyle=False)),
+    ("+random affine", dict(views="affine", global_loss=False, fusestyle=False)),
+    ("+AAT", dict(views="aat", global_loss=False, fusestyle=False)),
+    ("+AAT+global", dict(views="aat", global_loss=True, fusestyle=False)),
+    ("+AAT+global+FuseStyle", dict(views="aat", global_loss=True, fusestyle=True)),
+]
+
+
+def _load(split_dir: Path, classes, n: int | None = None):
+    """Images at their own resolution (the detect job resamples) with points and labels."""
+    from napari_histoai.methods.detection.data import load_folder
+
+    items = load_folder(split_dir / "images", split_dir / "points", classes)
+    return items[:n] if n else items
+
+
+def _detect(detector, image: np.ndarray, mpp: float):
+    from napari_histoai.engine.jobs import run_job
+    from napari_histoai.io.slide import from_array
+    from napari_histoai.methods.detection.job import detect_job
+
+    res = run_job(detect_job(from_array(image, mpp=mpp), detector, tissue_only=False))
+    return res.points, res.class_ids, res.scores
+
+
+def score_split(detector, items, image_mpp: float, radius: float) -> dict:
+    """Pooled F_d / F_c over all images (images stacked far apart so pairs never cross)."""
+    from napari_histoai.metrics import classification_scores
+
+    P, PC, G, GC, off = [], [], [], [], 0.0
+    for it in items:
+        p, c, _ = _detect(detector, it.image, image_mpp)
+        sh = np.array([off, 0.0])
+        P.append(p + sh), PC.append(c), G.append(it.points + sh), GC.append(it.labels)
+        off += it.image.shape[0] + 10 * radius
+    r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
+                              len(detector.classes), radius=radius, ignore=-1)
+    return {"f_d": r["f_d"], "precision": r["precision"], "recall": r["recall"],
+            "f_c": [float(x) for x in r["f_c"]], "mean_f_c": r["mean_f_c"]}
+
+
+def speed(detector, val_items, repeats: int = 1) -> float:
+    """MP/s (model-resolution pixels) of the detect job on a 2000 x 2000 mosaic of val tiles."""
+    tiles = [it.image[:500, :500] for it in val_items]
+    rows = [np.concatenate([tiles[(r * 4 + c) % len(tiles)] for c in range(4)], 1) for r in range(4)]
+    mosaic = np.ascontiguousarray(np.concatenate(rows, 0))
+    _detect(detector, mosaic[:512, :512], detector.mpp)  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeats):
+        _detect(detector, mosaic, detector.mpp)
+    dt = (time.perf_counter() - t) / repeats
+    return mosaic.shape[0] * mosaic.shape[1] / 1e6 / dt
+
+
+def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True) -> dict:
+    from napari_histoai.methods.detection.predict import load_acformer
+    from napari_histoai.models import read_config, resolve_model
+
+    det = load_acformer(path, device="cpu")
+    cfg = read_config(resolve_model(path))
+    crc = DATA / "crchisto"
+    val = _load(crc / "val", det.classes, 2 if smoke else None)
+    row = {"model": str(path), "name": cfg.get("name", Path(path).name), "threshold": det.threshold,
+           "fusestyle": cfg["architecture"]["fusestyle"], "views": cfg["architecture"]["views"],
+           "global_loss": cfg["architecture"]["global_loss"],
+           "train_seconds": cfg.get("training", {}).get("train_seconds"),
+           "train_steps": cfg.get("training", {}).get("steps")}
+    row["crchisto_val"] = score_split(det, val, 0.5, radius=6.0 * det.mpp / 0.5)
+    if do_monuseg and not smoke:
+        mon = DATA / "monuseg" / "train"
+        items = _load(mon, det.classes)
+        row["monuseg_fd"] = score_split(det, items, 0.25, radius=6.0 * det.mpp / 0.25)["f_d"]
+    if do_speed and not smoke:
+        row["mp_per_s"] = speed(det, val)
+    return row
+
+
+def table(rows: list[dict], classes: list[str]) -> str:
+    head = ["model", "views", "global", "FuseStyle", "thr", "F_d", *[f"F_c {c}" for c in classes], "mean F_c",
+            "MoNuSeg F_d", "CPU MP/s", "train steps", "train time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in rows:
+        v = r["crchisto_val"]
+        t = r.get("train_seconds")
+        lines.append("| " + " | ".join([
+            r["name"], r["views"], "on" if r["global_loss"] else "off", "on" if r["fusestyle"] else "off",
+            f"{r['threshold']:g}", f(v["f_d"]), *[f(x) for x in v["f_c"]], f(v["mean_f_c"]),
+            f(r.get("monuseg_fd")), "–" if r.get("mp_per_s") is None else f"{r['mp_per_s']:.2f}",
+            str(r.get("train_steps") or "–"), "–" if not t else f"{t / 60:.0f} min"]) + " |")
+    return "\n".join(lines)
+
+
+def run_ablation(args) -> list[str]:
+    """Train the 5 rows (same compact budget, seed) one after another; returns model folders."""
+    import torch
+
+    from napari_histoai.engine.jobs import run_job
+    from napari_histoai.methods.detection.configs import get_config
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.detection.train import train_job
+
+    torch.set_num_threads(args.threads)
+    out = []
+    for name, over in ABLATION:
+        cfg = get_config("compact", steps=args.steps, **over)
+        if args.steps < 1000:  # keep the schedule proportional on a short shared budget
+            cfg = cfg.replace(global_warmup=int(0.4 * args.steps))
+        folder = ROOT / "runs" / "ablation" / name.replace("+", "plus_").replace(" ", "_")
+        tr = load_folder(DATA / "crchisto" / "train" / "images", DATA / "crchisto" / "train" / "points", cfg.classes)
+        va = load_folder(DATA / "crchisto" / "val" / "images", DATA / "crchisto" / "val" / "points", cfg.classes)
+        extra = {"name": name, "training": {"data": "crchisto train", "ablation_row": name}}
+        print(f"training {name} ({args.steps} steps) -> {folder}", file=sys.stderr, flush=True)
+        run_job(train_job(cfg, tr, folder, val=va, seed=args.seed, resume=True, eval_every=max(50, args.steps // 4),
+                          log_path=str(folder) + ".jsonl", extra_config=extra))
+        out.append(str(folder))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=None, help="model folders or names (default: acformer-crc)")
+    ap.add_argument("--ablation", action="store_true", help="train and score the 5 ablation rows first")
+    ap.add_argument("--steps", type=int, default=400, help="steps per ablation row")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    models = run_ablation(args) if args.ablation else (args.models or ["acformer-crc"])
+    rows = [bench_model(m, smoke=args.smoke, do_speed=not (args.no_speed or args.ablation)) for m in models]
+    from napari_histoai.methods.detection.predict import load_acformer
+
+    classes = load_acformer(models[0], device="cpu").classes
+    md = table(rows, classes)
+    stem = args.name or ("detection_ablation" if args.ablation else "detection")
+    if args.smoke:
+        stem += "_smoke"
+    note = (f"\n\ncrchisto/val: 10 tiles (20x), 6 px; MoNuSeg: 13 training tiles with centroids (40x, resampled "
+            f"to the model's µm/px, 6 model px), F_d only; speed: detect job, 2000x2000 px at the model's µm/px, "
+            f"{args.threads} CPU threads on a shared 2-core machine. Command: `python {' '.join(sys.argv)}`. "
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
+    print(md + note)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(md + note)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows, "command": sys.argv}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
