@@ -1,0 +1,84 @@
+"""The one job behind the correction dock's "Train" and ``histoai train-detector --project``:
+read the images' corrections, fine-tune with mixed supervision, save a named user model
+(``models.user_models_dir()/<name>``, which notifies model selectors) and record it in the
+project(s)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ...engine.jobs import JobError, Progress
+from .train import MixedConfig, mixed_train_job
+
+__all__ = ["check_model_name", "model_output", "train_corrections_job", "Snapshot"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_model_name(name: str) -> str:
+    """A new model's name: letters, digits, ``.-_``; not a bundled model or 'classical'."""
+    from ...models import bundled_models_dir
+
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise JobError(f"model name {name!r}: use 1-64 letters, digits, '.', '-' or '_'")
+    if name == "classical" or (bundled_models_dir() / name).exists():
+        raise JobError(f"{name!r} is a built-in model; choose another name")
+    return name
+
+
+def model_output(name: str) -> Path:
+    from ...models import user_models_dir
+
+    return user_models_dir() / check_model_name(name)
+
+
+class Snapshot:
+    """One image's corrections as plain values (taken in the GUI thread, used in the worker):
+    slide (a SlideImage), yx level-0 px, classes, sources, regions {kind: [polys]}, project."""
+
+    def __init__(self, slide, yx, classes, sources, regions: dict, project=None, name: str = "image"):
+        self.slide, self.yx, self.classes, self.sources = slide, yx, list(classes), list(sources)
+        self.regions, self.project, self.name = regions, project, name
+
+
+def train_corrections_job(snapshots: Sequence, start_model: str, name: str, m: Optional[MixedConfig] = None,
+                          device="cpu", seed: int = 0, cancel=None, margin: int = 128, max_side: int = 3072,
+                          extra_config: Optional[dict] = None):
+    """Fine-tune ``start_model`` on the snapshots (or :class:`~napari_histoai.project.Project`
+    objects); returns the training summary (``model`` = the new model's folder)."""
+    from ...engine.devices import pick_device
+    from ...models import read_config, resolve_model
+    from ..detection.registry import ACFORMER_KIND
+    from .project_data import mixed_image_from, mixed_image_from_project
+
+    out = model_output(name)
+    if not start_model or start_model == "classical":
+        raise JobError("choose a trained AC-Former model to start from (the classical detector cannot be trained)")
+    cfg = read_config(resolve_model(start_model), ACFORMER_KIND)
+    classes, mpp = list(cfg.get("classes") or cfg["architecture"]["classes"]), cfg.get("mpp")
+    items, projects = [], []
+    for i, s in enumerate(snapshots):
+        yield Progress(0, 0, f"reading corrections {i + 1}/{len(snapshots)}")
+        if isinstance(s, Snapshot):
+            items.append(mixed_image_from(s.slide, s.yx, s.classes, s.sources, s.regions, classes, mpp,
+                                          name=s.name, margin=margin, max_side=max_side))
+            projects.append(s.project)
+        else:  # a Project
+            items.append(mixed_image_from_project(s, classes, mpp, margin=margin, max_side=max_side))
+            projects.append(s)
+    if len({it.name for it in items}) < len(items):
+        for k, it in enumerate(items):
+            it.name = f"{k}:{it.name}"
+    dev = pick_device(device) if isinstance(device, str) else device
+    summary = yield from mixed_train_job(start_model, items, out, m, device=dev, seed=seed, cancel=cancel, name=out.name,
+                                         extra_config=extra_config)
+    for p in projects:
+        if p is not None:
+            try:
+                p.add_model(out.name, str(out), {"val": summary["val"], "val_before": summary["val_before"]})
+            except OSError:
+                pass  # the model is saved; a read-only project folder must not fail the job
+    return summary

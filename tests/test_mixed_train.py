@@ -1,0 +1,126 @@
+"""Mixed-supervision fine-tuning on a tiny AC-Former: data, weighted loss, EM job, cancel."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_histoai.engine.jobs import CancelFlag, Cancelled, run_job
+from napari_histoai.methods.mixed.data import crop_at, make_mixed_image, split_holdout, targets_of
+from napari_histoai.methods.mixed.train import MixedConfig, mixed_train_job, pseudo_label
+
+
+def tiny_model(name="tiny-start", seed=0):
+    """A randomly initialised tiny AC-Former saved as a user model (tests' temporary folder)."""
+    from napari_histoai.methods.detection.configs import get_config
+    from napari_histoai.methods.detection.model import build_model
+    from napari_histoai.models import save_checkpoint, user_models_dir
+
+    cfg = get_config("tiny", crop_size=96, view_size=64, tile_size=128, score_threshold=0.3)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    return save_checkpoint(user_models_dir() / name, model.state_dict(),
+                           {"kind": "acformer-detector", "name": name, "architecture": cfg.to_dict(),
+                            "classes": cfg.classes, "mpp": cfg.mpp})
+
+
+def synthetic(seed=0, size=192):
+    """Dark round 'nuclei' on pink: classes by size; reviewed = left half, no-target = a corner."""
+    rng = np.random.default_rng(seed)
+    im = np.full((size, size, 3), (235, 190, 215), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    pts, cls = [], []
+    for _ in range(40):
+        y, x = rng.uniform(8, size - 8, 2)
+        if min((abs(y - a) + abs(x - b)) for a, b in pts) < 14 if pts else False:
+            continue
+        r = 4 if len(pts) % 2 else 6
+        im[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = (70, 40, 120)
+        pts.append((y, x)), cls.append("inflammatory" if r == 4 else "epithelial")
+    pts = np.array(pts)
+    cls = [c if i % 5 else "unlabeled" for i, c in enumerate(cls)]
+    reviewed = [np.array([[0, 0], [0, size // 2], [size, size // 2], [size, 0]])]
+    no_target = [np.array([[size - 30, size - 30], [size - 30, size], [size, size], [size, size - 30]])]
+    return im, pts, cls, reviewed, no_target
+
+
+def item(classes, seed=0):
+    im, pts, cls, rev, neg = synthetic(seed)
+    src = ["user" if i % 7 == 0 else "model" for i in range(len(pts))]
+    return make_mixed_image("syn", im, pts, cls, classes, rev, neg, sources=src), pts
+
+
+CLASSES = ["epithelial", "inflammatory", "fibroblast", "others"]
+
+
+def test_fine_points_regions_holdout_and_crops():
+    it, pts = item(CLASSES)
+    assert len(it.points) == (pts[:, 1] < 96).sum() and (it.labels == -1).any()
+    assert it.extra_points.shape[1] == 2 and (it.extra_points[:, 1] >= 96).all()  # user points outside
+    assert it.negative.sum() == 30 * 30 and not (it.negative & it.reviewed).any()
+    blocks = split_holdout(it, 0.5, block=48, seed=0)
+    assert len(blocks) == 4 and not any(it.reviewed[y0:y1, x0:x1].any() for y0, x0, y1, x1 in blocks)
+    # pseudo labels: only in the unreviewed, non-negative, non-held-out area; weights per V
+    yx = np.array([[10, 10], [50, 150], [60, 150], [180, 180], [100, 120]], float)
+    stats = pseudo_label(it, yx, np.array([0, 1, 2, 1, 0]), np.array([0.9, 0.5, 0.05, 0.9, 0.001]),
+                         MixedConfig(T=0.4, V=4.0), patch=64)
+    assert stats["n_pseudo"] == 2 and np.allclose(sorted(it.pseudo_weights), [0.2, 1.0])
+    assert not (it.pseudo & (it.reviewed | it.negative)).any()
+    p, lab, w = targets_of(it)
+    assert len(p) == len(it.points) + len(it.extra_points) + 2 and w.min() == pytest.approx(0.2)
+    c, pn, l2, w2, ig = crop_at(it, 0, 96, 96, np.random.default_rng(0), 0.0)
+    assert c.shape == (3, 96, 96) and ig.shape == (96, 96) and len(pn) == len(l2) == len(w2)
+    assert ig.any() and not ig.all()
+
+
+def test_weighted_criterion_soft_targets_and_ignored_area():
+    from napari_histoai.methods.detection.configs import get_config
+    from napari_histoai.methods.detection.loss import SetCriterion
+    from napari_histoai.methods.mixed.criterion import WeightedCriterion
+
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    out = {"pred_logits": torch.randn(1, 20, 4), "pred_points": torch.rand(1, 20, 2)}
+    t = {"points": torch.tensor([[0.2, 0.2], [0.7, 0.7]]), "labels": torch.tensor([0, -1])}
+    base, _ = SetCriterion(cfg)(out, [t])
+    same, _ = WeightedCriterion(cfg)(out, [{**t, "weights": torch.ones(2)}])
+    assert torch.allclose(base, same)  # weights 1, nothing ignored = AC-Former's loss
+    soft, _ = WeightedCriterion(cfg)(out, [{**t, "weights": torch.tensor([0.5, 0.5])}])
+    assert not torch.allclose(soft, base)
+    ign = torch.ones(16, 16, dtype=torch.bool)
+    ignored, _ = WeightedCriterion(cfg)(out, [{**t, "weights": torch.ones(2), "ignore": ign}])
+    assert ignored < base  # unmatched proposals in the ignored area add no loss
+    empty = {"points": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long), "weights": torch.zeros(0)}
+    all_ignored, _ = WeightedCriterion(cfg)({**out, "aux_outputs": []}, [{**empty, "ignore": ign}])
+    assert float(all_ignored) == 0.0
+
+
+def test_em_rounds_save_a_model_and_cancel_saves_nothing(tmp_path):
+    from napari_histoai.models import list_models
+
+    torch.set_num_threads(2)
+    tiny_model()
+    it, _ = item(CLASSES)
+    m = MixedConfig(rounds=2, steps=3, T=0.0, pseudo_floor=0.0, val_fraction=0.3, views="crop", holdout_block=48)
+    seen = []
+    res = run_job(mixed_train_job("tiny-start", [it], tmp_path / "m1", m, seed=0), seen.append)
+    losses = [p.info["loss"] for p in seen if "loss" in p.info]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert [r["round"] for r in res["rounds"]] == [1, 2] and res["val"] and "f_d" in res["val_before"]
+    assert res["rounds"][0]["pseudo"]["syn"]["n_pseudo"] > 0
+    assert (tmp_path / "m1" / "config.json").is_file()
+    from napari_histoai.models import read_config
+
+    cfg = read_config(tmp_path / "m1")
+    assert cfg["training"]["start_model"] == "tiny-start" and cfg["metrics"]["selected_round"] in (1, 2)
+    # cancel in the middle: no folder, no half-saved model
+    flag, n = CancelFlag(), [0]
+
+    def stop(p):
+        n[0] += "loss" in p.info
+        if n[0] >= 2:
+            flag.set()
+
+    it2, _ = item(CLASSES)
+    with pytest.raises(Cancelled):
+        run_job(mixed_train_job("tiny-start", [it2], tmp_path / "m2", m, cancel=flag), stop, flag)
+    assert not (tmp_path / "m2").exists() and "m2" not in list_models()
