@@ -213,7 +213,7 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
                 metrics = {}
                 if val:
                     det = ACFormerDetector(ema.module, cfg, device=device)
-                    metrics = evaluate(det, val, thresholds=(0.3, 0.4, 0.5))
+                    metrics = evaluate(det, val, thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5))
                     ema.module.eval()
                     score = max(r["f_d"] + r["mean_f_c"] for r in metrics.values())
                 else:
