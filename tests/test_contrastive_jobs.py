@@ -105,3 +105,16 @@ def test_cli_segment(tmp_path, capsys):
     assert main(["segment", str(png), "--out", str(out), "--model", str(model), "--channel", "9"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err
+
+
+def test_large_images_train_on_tissue_tiles_only():
+    from napari_histoai.methods.contrastive.job import training_images
+
+    he = np.tile(crop(200), (11, 6, 1))  # 2200 x 1200 of real H&E
+    img = np.full((2200, 2400, 3), 245, np.uint8)  # glass ...
+    img[:, 1200:] = he  # ... with tissue on the right half
+    tiles = training_images(img, n_tiles=4, tile=500, seed=0)
+    assert len(tiles) == 4 and all(t.shape == (500, 500, 3) for t in tiles)
+    assert all(t.mean() < 230 for t in tiles)  # no glass-only tile
+    small = training_images(img, region=(0, 1000, 400, 1500))
+    assert len(small) == 1 and small[0].shape == (400, 500, 3)

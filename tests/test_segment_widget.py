@@ -54,6 +54,8 @@ def test_train_few_steps_then_make_labels(make_napari_viewer, tmp_path):
     # the confidence layers are not offered as training images
     assert [w.image_combo.itemText(i) for i in range(w.image_combo.count())] == ["he"]
 
+    t = w.auto_threshold()
+    assert 0 < t < 1 and w.thr_slider.value() == int(round(min(0.99, max(0.01, t)) * 100))
     w.thr_slider.setValue(40)
     assert w.thr_label.text() == "0.40"
     w.make_labels()

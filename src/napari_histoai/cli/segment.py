@@ -17,6 +17,18 @@ def _channel(text: str):
         raise JobError(f"--channel must be 'auto' or a channel index, got {text!r}") from None
 
 
+def _threshold(text):
+    if text is None or text == "auto":
+        return text
+    try:
+        t = float(text)
+    except ValueError:
+        raise JobError(f"--threshold must be a number in (0, 1) or 'auto', got {text!r}") from None
+    if not 0 < t < 1:
+        raise JobError(f"--threshold must be in (0, 1), got {t}")
+    return t
+
+
 def add_parser(sub):
     from ..methods.contrastive.train import ContrastiveConfig as C
 
@@ -34,15 +46,13 @@ def add_parser(sub):
     p.add_argument("--similarity", choices=["mse", "ce", "cosine"], default=C.similarity)
     p.add_argument("--downsample", type=float, default=C.downsample, help="work at 1/N of the input resolution")
     p.add_argument("--channel", default="auto", help="nuclei channel: 'auto' (best hematoxylin agreement) or an index")
-    p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default 0.5)")
+    p.add_argument("--threshold", default=None, help="confidence threshold in (0, 1) or 'auto' (Otsu); default 0.5 or the model's")
     p.add_argument("--min-distance", type=int, default=5, help="min px between the centres of split nuclei")
     p.add_argument("--min-size", type=int, default=20, help="drop nuclei smaller than this (px)")
     return p
 
 
 def run(args) -> int:
-    import torch
-
     from ..engine.devices import pick_device, seed_everything
     from ..engine.jobs import run_with_tqdm
     from ..io import open_image
@@ -58,6 +68,7 @@ def run(args) -> int:
     seed_everything(args.seed)
     region = parse_region(args.region)
     channel = _channel(args.channel)
+    threshold = _threshold(args.threshold)
     with open_image(args.image) as img:
         img.require_rgb8("histoai segment")
         if args.model:
@@ -67,10 +78,8 @@ def run(args) -> int:
                 n_channels=args.channels, patch_size=args.patch_size, patches_per_image=args.patches,
                 similarity=args.similarity, steps=args.steps, restarts=args.restarts,
                 downsample=args.downsample, seed=args.seed,
-                threshold=0.5 if args.threshold is None else args.threshold,
+                threshold=0.5 if threshold is None else threshold,
             ).validate()
-            if torch.device(device).type == "cpu":
-                torch.set_num_threads(max(1, torch.get_num_threads()))
             res = run_with_tqdm(train_segmenter_job(img, cfg, region=region, device=device), desc="train")
             print(f"trained in {res.seconds:.0f} s; kept restart {res.restart + 1} step {res.step} "
                   f"(hematoxylin agreement {res.score:.2f}); nuclei channel {res.channel}", file=sys.stderr)
@@ -78,7 +87,7 @@ def run(args) -> int:
                 print(f"model saved to {save_model(res, args.save_model, mpp=img.mpp)}", file=sys.stderr)
             model = SegmenterModel.from_result(res, mpp=img.mpp)
         labels = run_with_tqdm(
-            segment_job(model, img, region=region, channel=channel, threshold=args.threshold,
+            segment_job(model, img, region=region, channel=channel, threshold=threshold,
                         min_distance=args.min_distance, min_size=args.min_size, device=device),
             desc="segment",
         )

@@ -75,6 +75,9 @@ class SegmentWidget(QWidget):
         self.thr_slider.setValue(int(round(d.threshold * 100)))
         self.thr_label = QLabel(f"{d.threshold:.2f}")
         self.thr_slider.valueChanged.connect(lambda v: self.thr_label.setText(f"{v / 100:.2f}"))
+        self.auto_thr_btn = QPushButton("Auto")
+        self.auto_thr_btn.setToolTip("Otsu threshold of the chosen confidence map")
+        self.auto_thr_btn.clicked.connect(self.auto_threshold)
         self.labels_btn = QPushButton("Make labels")
         self.labels_btn.clicked.connect(self.make_labels)
         self.save_btn = QPushButton("Save model…")
@@ -100,6 +103,7 @@ class SegmentWidget(QWidget):
         thr_row = QHBoxLayout()
         thr_row.addWidget(self.thr_slider, 1)
         thr_row.addWidget(self.thr_label)
+        thr_row.addWidget(self.auto_thr_btn)
         form2 = QFormLayout()
         form2.addRow("Nuclei channel", self.channel_combo)
         form2.addRow("Threshold", thr_row)
@@ -252,6 +256,18 @@ class SegmentWidget(QWidget):
             f"{result.restart + 1} (step {result.step}, {result.selected_by} score {result.score:.2f}). "
             f"Suggested nuclei channel: {result.channel}.")
         self.panel.status.setText("Done")
+
+    def auto_threshold(self) -> Optional[float]:
+        """Set the slider to the Otsu threshold of the shown confidence map."""
+        from ..methods.contrastive.postprocess import auto_threshold
+
+        k = self.channel_combo.currentIndex()
+        if not (0 <= k < len(self.conf_layers)):
+            notify_error("train a model first: the threshold is chosen on its confidence map")
+            return None
+        t = auto_threshold(np.asarray(self.conf_layers[k].data))
+        self.thr_slider.setValue(int(round(min(0.99, max(0.01, t)) * 100)))
+        return t
 
     # ------------------------------------------------------------------ labels
     def make_labels(self):

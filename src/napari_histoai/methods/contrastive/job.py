@@ -142,13 +142,16 @@ def segment_job(model: SegmenterModel, image, region=None, channel: Optional[int
                 image_mpp: Optional[float] = None, device=None, tissue_only: bool = True):
     """Job: instance labels (uint32 [h, w], the region's frame) of ``image``, tiled and stitched.
 
+    ``threshold``: a number, "auto" (Otsu of the first tile's map, then kept for all tiles) or
+    None (the model's own threshold).
+
     Tiles of ``LABEL_TILE`` px overlap by 192 px (more than the network's context and than a
     nucleus), so the stitched labels equal a single pass up to seams handled by the engine.
     """
     slide = as_slide(image)
     y0, x0, y1, x1 = _region(slide, region)
     k = model.channel if channel is None else int(channel)
-    thr = model.threshold if threshold is None else float(threshold)
+    thr = model.threshold if threshold is None else threshold  # a number or "auto" (Otsu)
     n_out = model.net.head.out_channels
     if not 0 <= k < n_out:
         raise JobError(f"channel {k} does not exist (the model has {n_out} channels)")
@@ -173,6 +176,10 @@ def segment_job(model: SegmenterModel, image, region=None, channel: Optional[int
                 continue
         rgb = slide.read_region(t.y0, t.x0, t.y1, t.x1)[..., :3]
         conf = confidence(model.net, rgb, downsample=ds)
+        if isinstance(thr, str) or thr is None:  # "auto": Otsu on the first tile with tissue, then fixed
+            from .postprocess import resolve_threshold
+
+            thr = resolve_threshold(conf[k], thr)
         labels = labels_from_confidence(conf[k], thr, min_distance=min_distance, min_size=min_size)
         local = type(t)(t.y0 - y0, t.x0 - x0, t.y1 - y0, t.x1 - x0, t.cy0 - y0, t.cx0 - x0, t.cy1 - y0, t.cx1 - x0, t.index)
         n += stitch.add(local, labels)
@@ -199,5 +206,6 @@ def load_model(name_or_path) -> SegmenterModel:
     net, _ = build(cfg.get("architecture", {}))
     load_state_strict(net, {k[4:]: v for k, v in state.items() if k.startswith("net.")}, "contrastive segmenter")
     net.eval()
-    return SegmenterModel(net, int(cfg.get("nuclei_channel", 0)), float(cfg.get("threshold", 0.5)),
+    thr = cfg.get("threshold", 0.5)
+    return SegmenterModel(net, int(cfg.get("nuclei_channel", 0)), thr if isinstance(thr, str) else float(thr),
                           float(cfg.get("downsample", 1.0)), cfg.get("mpp"), cfg)

@@ -32,17 +32,37 @@ def suggest_channel(conf: np.ndarray, rgb: np.ndarray) -> int:
     return int(np.argmax(channel_agreement(conf, rgb)))
 
 
-def mask_from_confidence(conf_k: np.ndarray, threshold: float = 0.5, open_radius: int = 3,
+def auto_threshold(conf_k: np.ndarray) -> float:
+    """Otsu threshold of a confidence map: for maps that are not (yet) saturated to 0/1."""
+    from skimage.filters import threshold_otsu
+
+    c = np.asarray(conf_k, np.float32)
+    if c.size > 1_000_000:
+        c = c[:: max(1, int(np.sqrt(c.size / 1_000_000))), :: max(1, int(np.sqrt(c.size / 1_000_000)))]
+    return float(threshold_otsu(c)) if c.max() > c.min() else 0.5
+
+
+def resolve_threshold(conf_k: np.ndarray, threshold) -> float:
+    """A number, or ``None`` / ``"auto"`` for :func:`auto_threshold`."""
+    if threshold is None or (isinstance(threshold, str) and threshold.lower() == "auto"):
+        return auto_threshold(conf_k)
+    return float(threshold)
+
+
+def mask_from_confidence(conf_k: np.ndarray, threshold: float | str | None = 0.5, open_radius: int = 3,
                          close_radius: int = 1, iterations: int = 2) -> np.ndarray:
-    """Threshold one confidence map [H, W] and apply the paper's post-processing: two openings
-    (disc radius 3) then two closings (radius 1). Returns a bool mask."""
+    """Threshold one confidence map [H, W] (``None``/"auto" = Otsu) and apply the paper's
+    post-processing: two openings (disc radius 3) then two closings (radius 1). Bool mask."""
     from skimage.morphology import disk
 
-    m = np.asarray(conf_k) > threshold
-    if open_radius > 0:
-        m = ndi.binary_opening(m, structure=disk(open_radius), iterations=iterations)
-    if close_radius > 0:
-        m = ndi.binary_closing(m, structure=disk(close_radius), iterations=iterations, border_value=0)
+    m = np.asarray(conf_k) > resolve_threshold(conf_k, threshold)
+    se_open = disk(open_radius) if open_radius > 0 else None
+    se_close = disk(close_radius) if close_radius > 0 else None
+    for _ in range(iterations):  # as the authors: opening then closing, repeated
+        if se_open is not None:
+            m = ndi.binary_opening(m, structure=se_open)
+        if se_close is not None:
+            m = ndi.binary_closing(m, structure=se_close, border_value=0)
     return m
 
 
@@ -81,7 +101,7 @@ def split_instances(mask: np.ndarray, min_distance: int = 5, min_size: int = 20,
     return relabel_sequential(labels)[0].astype(np.int32)
 
 
-def labels_from_confidence(conf_k: np.ndarray, threshold: float = 0.5, min_distance: int = 5,
+def labels_from_confidence(conf_k: np.ndarray, threshold: float | str | None = 0.5, min_distance: int = 5,
                            min_size: int = 20) -> np.ndarray:
     """threshold + morphology + watershed split, in one call."""
     return split_instances(mask_from_confidence(conf_k, threshold), min_distance, min_size)

@@ -43,18 +43,18 @@ class ContrastiveConfig:
     similarity: str = "mse"       # mse | ce | cosine
     sampling: str = "entropy"     # entropy | uniform (ablation)
     inter: bool = True            # inter-channel loss on/off (ablation)
-    steps: int = 150              # optimiser steps per restart
-    restarts: int = 3
+    steps: int = 80               # optimiser steps per restart
+    restarts: int = 2
     batch_size: int = 4           # crops per step
     crop_min: int = 250
     crop_max: int = 300
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    eval_every: int = 25
+    eval_every: int = 20
     eval_crop: int = 400          # side of the fixed evaluation crops (px, working resolution)
     n_eval_crops: int = 3
     downsample: float = 1.0       # working resolution = input / downsample
-    threshold: float = 0.5
+    threshold: float | str = 0.5  # or "auto" (Otsu of the nuclei confidence map)
     seed: int = 0
 
     def validate(self) -> "ContrastiveConfig":
@@ -62,6 +62,8 @@ class ContrastiveConfig:
             raise JobError(f"unknown similarity {self.similarity!r}; choose one of {', '.join(SIMILARITIES)}")
         if self.sampling not in ("entropy", "uniform"):
             raise JobError(f"unknown sampling {self.sampling!r}; choose entropy or uniform")
+        if isinstance(self.threshold, str) and self.threshold != "auto":
+            raise JobError(f"threshold must be a number in (0, 1) or 'auto', got {self.threshold!r}")
         if self.n_channels < 1 or self.steps < 1 or self.restarts < 1 or self.batch_size < 1:
             raise JobError("channels, steps, restarts and batch size must be >= 1")
         if self.patch_size < 8 or self.crop_min < self.patch_size or self.crop_max < self.crop_min:
@@ -98,7 +100,7 @@ class TrainResult:
             "architecture": self.config.architecture(),
             "training": asdict(self.config),
             "nuclei_channel": int(self.channel),
-            "threshold": float(self.config.threshold),
+            "threshold": self.config.threshold if isinstance(self.config.threshold, str) else float(self.config.threshold),
             "downsample": float(self.config.downsample),
             "metrics": {"selection_score": float(self.score), "selected_by": self.selected_by,
                         "restart_scores": [float(s) for s in self.restart_scores],
@@ -183,10 +185,13 @@ def _score(net, crops, hem, threshold: float, device) -> tuple[float, int, list]
     net.train()
     K = maps[0].shape[0]
     if crops[0][1] is not None:  # Dice against ground truth
+        from .postprocess import resolve_threshold
+
         per_k = []
         for k in range(K):
-            inter = sum(float(((m[k] > threshold) & g).sum()) for m, (_, g) in zip(maps, crops))
-            tot = sum(float((m[k] > threshold).sum() + g.sum()) for m, (_, g) in zip(maps, crops))
+            masks = [m[k] > resolve_threshold(m[k], threshold) for m in maps]
+            inter = sum(float((p & g).sum()) for p, (_, g) in zip(masks, crops))
+            tot = sum(float(p.sum() + g.sum()) for p, (_, g) in zip(masks, crops))
             per_k.append(2 * inter / tot if tot else 0.0)
     else:
         per_k = [float(np.mean([_corr(m[k][::2, ::2], h[::2, ::2]) for m, h in zip(maps, hem)])) for k in range(K)]
