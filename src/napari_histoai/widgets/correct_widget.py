@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..engine.jobs import JobError
@@ -44,7 +44,26 @@ def project_for_layer(image_layer) -> Project:
     return Project(user_models_dir().parent / "projects" / (safe + ".histoai"), path)
 
 
+def _weak_models_listener(widget):
+    """A ``models.on_models_changed`` callback that holds the dock weakly and raises once the
+    dock (or its Qt object) is gone, so ``models`` drops it instead of touching a dead widget."""
+    import weakref
+
+    ref = weakref.ref(widget)
+
+    def cb():
+        w = ref()
+        if w is None:
+            raise RuntimeError("dock closed")
+        w.objectName()  # RuntimeError if the Qt object was deleted
+        w.models_changed.emit()
+
+    return cb
+
+
 class CorrectWidget(QWidget):
+    models_changed = Signal()  # emitted from any thread; delivered in the GUI thread (queued)
+
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -95,7 +114,9 @@ class CorrectWidget(QWidget):
 
         from ..models import on_models_changed
 
-        on_models_changed(lambda: QTimer.singleShot(0, self, self.train.refresh_models))
+        self.models_changed.connect(self.train.refresh_models)
+        self._models_cb = _weak_models_listener(self)
+        on_models_changed(self._models_cb)
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.refresh_layers()
@@ -131,7 +152,7 @@ class CorrectWidget(QWidget):
         self.refresh_layers()
         ly = event.value
         if self.image_layer is None and self._is_image(ly) and self._has_project(ly):
-            QTimer.singleShot(0, self, lambda: self.attach(image_layer=ly, restore=True))
+            QTimer.singleShot(0, lambda: self.attach(image_layer=ly, restore=True))
 
     def _layer_removed(self, event) -> None:
         ly = event.value
@@ -317,7 +338,25 @@ class CorrectWidget(QWidget):
             self.save_timer.start()
 
     def regions(self) -> dict:
-        return {k: [np.asarray(d)[:, -2:] for d in ly.data] for k, ly in self.region_layers.items() if ly in self.viewer.layers}
+        """Polygons (level-0 px) per kind; a kind whose layer the user closed keeps its saved
+        regions (closing a layer is not deleting the work)."""
+        out = {k: [np.asarray(d)[:, -2:] for d in ly.data] for k, ly in self.region_layers.items() if ly in self.viewer.layers}
+        missing = [k for k in REGION_LAYERS if k not in out]
+        if missing and self.project is not None and self.project.exists():
+            saved = self.project.load_regions()
+            out.update({k: saved.get(k, []) for k in missing})
+        return out
+
+    def close_project(self) -> None:
+        """Save, then stop following the viewer (call before discarding the dock)."""
+        self.save_now()
+        from ..models import remove_models_listener
+
+        remove_models_listener(self._models_cb)
+        for ev, cb in ((self.viewer.layers.events.inserted, self._layer_inserted),
+                       (self.viewer.layers.events.removed, self._layer_removed)):
+            ev.disconnect(cb)
+        self.project = self.points_layer = self.image_layer = None
 
     def _points_values(self):
         ly = self.points_layer
