@@ -124,3 +124,29 @@ def test_em_rounds_save_a_model_and_cancel_saves_nothing(tmp_path):
     with pytest.raises(Cancelled):
         run_job(mixed_train_job("tiny-start", [it2], tmp_path / "m2", m, cancel=flag), stop, flag)
     assert not (tmp_path / "m2").exists() and "m2" not in list_models()
+
+
+def test_cli_trains_on_a_project_folder(tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from napari_histoai.methods.mixed.cli_support import main
+    from napari_histoai.models import list_models
+    from napari_histoai.project import Project, ProjectPoints
+
+    torch.set_num_threads(2)
+    tiny_model()
+    im, pts, cls, rev, neg = synthetic(1)
+    path = tmp_path / "syn.tif"
+    tifffile.imwrite(path, im, photometric="rgb")
+    prj = Project.for_image(path)
+    prj.save(ProjectPoints(pts, cls, np.ones(len(pts)), ["user"] * len(pts)), rev, neg, model="tiny-start")
+    args = ["--project", str(prj.root), "--out", "from-cli", "--rounds", "1", "--steps", "2", "--views", "crop",
+            "--mix-ratio", "2:1:7", "--device", "cpu"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["steps"] == 2 and out["start_model"] == "tiny-start" and "from-cli" in list_models()
+    assert Project(prj.root).meta["models"][-1]["name"] == "from-cli"
+    assert main(["--project", str(tmp_path / "nope"), "--out", "x"]) == 2
+    assert main(args[:3] + ["bad name!"] + args[4:]) == 2

@@ -30,8 +30,13 @@ def check_model_name(name: str) -> str:
 
 
 def model_output(name: str) -> Path:
+    """``name`` -> ``user_models_dir()/name``; a path (with a folder separator) is used as is."""
     from ...models import user_models_dir
 
+    if "/" in str(name) or "\\" in str(name):
+        p = Path(name).expanduser()
+        check_model_name(p.name)
+        return p
     return user_models_dir() / check_model_name(name)
 
 
