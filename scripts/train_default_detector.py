@@ -36,6 +36,9 @@ def train(args) -> int:
 
     torch.set_num_threads(args.threads)
     over = {"steps": args.steps} if args.steps else {}
+    for kv in args.set or []:
+        k, v = kv.split("=", 1)
+        over[k] = json.loads(v)
     cfg = get_config(args.config, **over)
     tr = load_folder(DATA / "train" / "images", DATA / "train" / "points", cfg.classes, 0.5, cfg.mpp)
     va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
@@ -57,19 +60,35 @@ def train(args) -> int:
 
 
 def finalize(args) -> int:
-    """Pick the score threshold on val (stored in the config), write the model card, copy."""
-    from napari_histoai.models import read_config, save_checkpoint, load_checkpoint
+    """Pick the score threshold and the optional duplicate merge distance on val (stored in the
+    config), write the model card, copy the model into the package."""
+    import torch
 
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.detection.predict import load_acformer
+    from napari_histoai.methods.detection.train import evaluate
+    from napari_histoai.models import load_checkpoint, read_config, save_checkpoint
+
+    torch.set_num_threads(args.threads)
     src = Path(args.out)
     state, cfg = load_checkpoint(src)
-    val = cfg.get("metrics", {}).get("val", {})
-    if val:
-        thr, best = max(val.items(), key=lambda kv: kv[1]["f_d"] + kv[1]["mean_f_c"])
-        cfg["architecture"]["score_threshold"] = float(thr)
+    det = load_acformer(src, device="cpu")
+    va = load_folder(DATA / "val" / "images", DATA / "val" / "points", det.classes, 0.5, det.mpp)
+    grid = {}
+    for md in (0.0, 4.0):
+        det.min_distance = md
+        for thr, r in evaluate(det, va, thresholds=(0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)).items():
+            grid[f"thr={thr},min_distance={md:g}"] = {**r, "threshold": float(thr), "min_distance": md}
+    best = max(grid.values(), key=lambda r: r["f_d"] + r["mean_f_c"])
+    cfg["architecture"]["score_threshold"] = best["threshold"]
+    cfg["architecture"]["min_distance"] = best["min_distance"]
+    cfg.setdefault("metrics", {})["val_selected"] = best
+    cfg["metrics"]["val_grid"] = grid
     cfg["name"] = "acformer-crc"
     save_checkpoint(DEST, state, cfg)
     cfg = read_config(DEST)
     (DEST / "MODEL_CARD.md").write_text(model_card(cfg))
+    print(json.dumps(best))
     print(f"wrote {DEST}")
     return 0
 
@@ -77,7 +96,7 @@ def finalize(args) -> int:
 def model_card(cfg: dict) -> str:
     a, t, m = cfg["architecture"], cfg.get("training", {}), cfg.get("metrics", {})
     thr = f"{a['score_threshold']:g}"
-    v = m.get("val", {}).get(thr, {})
+    v = m.get("val_selected", {})
     fc = ", ".join(f"{c} {x:.3f}" for c, x in zip(cfg["classes"], v.get("f_c", [])))
     return f"""# acformer-crc: default nuclei detector (AC-Former, compact)
 
@@ -89,7 +108,8 @@ def model_card(cfg: dict) -> str:
   weights) + {a['extra_levels']} extra level, d={a['d_model']}, {a['enc_layers']}+{a['dec_layers']} layers,
   {a['num_queries']} queries per {a['query_ref_size']}^2 px.
 - **Classes**: {', '.join(cfg['classes'])}. **Resolution**: {cfg['mpp']} µm/px (20x); other
-  resolutions are resampled by the detect job. Score threshold {thr} (chosen on val).
+  resolutions are resampled by the detect job. Score threshold {thr}, duplicate merge distance
+  {a['min_distance']:g} px (0 = off; both chosen on val).
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
 - **Training**: {t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}
@@ -112,6 +132,7 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", help="override a config value, e.g. --set global_warmup=1200 (JSON value)")
     ap.add_argument("--finalize", action="store_true", help="copy the selected model into the package")
     args = ap.parse_args()
     return finalize(args) if args.finalize else train(args)

@@ -34,7 +34,11 @@ from .loss import build_criterion
 from .model import build_model
 from .predict import KIND, ACFormerDetector, detect_image
 
-__all__ = ["train_job", "evaluate", "state_dir"]
+__all__ = ["train_job", "evaluate", "state_dir", "RESUME_MAY_CHANGE"]
+
+# schedule / inference settings that may differ when a run is resumed (e.g. to extend it)
+RESUME_MAY_CHANGE = ("steps", "global_warmup", "global_weight", "teacher_threshold", "lr_drop",
+                     "score_threshold", "min_distance", "tile_size", "overlap")
 
 
 def state_dir(out: Path) -> Path:
@@ -136,18 +140,23 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
     criterion = build_criterion(cfg)
     ema = ModelEMA(model, cfg.ema_momentum)
     opt = torch.optim.AdamW(_param_groups(model, views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, best, t_used, history = 0, -1.0, 0.0, []
+    step, best, t_used, history, changed = 0, -1.0, 0.0, [], {}
     last = sdir / "last.pt"
     if resume and last.is_file():
         st = torch.load(str(last), map_location="cpu", weights_only=True)
-        if {**st.get("architecture", {}), "steps": 0} != {**cfg.to_dict(), "steps": 0}:
+        saved = st.get("architecture", {})
+        fixed = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MAY_CHANGE}
+        if {k: saved.get(k) for k in fixed} != fixed:
             raise JobError(f"cannot resume {out}: the saved run used another configuration")
+        changed = {k: [saved.get(k), getattr(cfg, k)] for k in RESUME_MAY_CHANGE if saved.get(k) != getattr(cfg, k)}
         model.load_state_dict(st["model"]), ema.module.load_state_dict(st["ema"])
         views.load_state_dict(st["views"]), opt.load_state_dict(st["opt"])
         step, best, t_used, ema.updates = int(st["step"]), float(st["best"]), float(st["time"]), int(st["ema_updates"])
         history = json.loads(st["history"])
         torch.set_rng_state(st["rng"])
     log = open(log_path, "a") if log_path else None
+    if resume and changed and log:
+        log.write(json.dumps({"step": step, "resumed_with_changes": changed}) + "\n")
     total = cfg.steps
     run_cfg = {"kind": KIND, "name": out.name, "architecture": cfg.to_dict(), "classes": list(cfg.classes),
                "mpp": cfg.mpp, **(extra_config or {})}
@@ -163,6 +172,8 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
         c = dict(run_cfg)
         c["training"] = {**c.get("training", {}), "steps": step, "seed": seed, "train_seconds": round(t_used, 1),
                          "n_train_images": len(train), "device": str(device)}
+        if changed:
+            c["training"]["changed_on_resume"] = changed
         c["metrics"] = metrics
         save_checkpoint(out, ema.module.state_dict(), c)
 
