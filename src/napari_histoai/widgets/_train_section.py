@@ -39,7 +39,8 @@ class TrainSection(QWidget):
         self.name_edit.setPlaceholderText("name of the new model")
         self.rounds = _spin(1, 10, 2)
         self.steps = _spin(1, 100000, 60, 10)
-        self.T = _spin(0.0, 1.0, 0.4, 0.05, 2)
+        self.T = _spin(0.0, 1.0, 0.0, 0.05, 2)
+        self.T.setSpecialValueText("model's threshold")  # 0 = auto
         self.V = _spin(1.0, 20.0, 4.0, 0.5, 1)
         self.ratio = QLineEdit("2:1:1")
         self.ratio.setToolTip("crops per batch: fine (reviewed) : pseudo labels : no-target (paper 2:1:7)")
@@ -96,7 +97,7 @@ class TrainSection(QWidget):
             ratio = ()
         if len(ratio) != 3 or min(ratio) < 0 or sum(ratio) <= 0:
             raise JobError("mix ratio R must be three numbers fine:pseudo:negative, e.g. 2:1:1")
-        return MixedConfig(rounds=self.rounds.value(), steps=self.steps.value(), T=self.T.value(), V=self.V.value(),
+        return MixedConfig(rounds=self.rounds.value(), steps=self.steps.value(), T=self.T.value() or None, V=self.V.value(),
                            ratio=ratio, pseudo=self.pseudo_check.isChecked(),
                            views=VIEWS[self.views_combo.currentText()], global_loss=self.global_check.isChecked(),
                            fusestyle=self.fusestyle_check.isChecked())

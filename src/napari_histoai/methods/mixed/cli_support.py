@@ -25,7 +25,8 @@ def add_project_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="project folders <image>.histoai (or the images) made with the 'Correct nuclei' dock")
     g.add_argument("--start-model", default=None, help="model to fine-tune (default: the project's model, else the bundled one)")
     g.add_argument("--rounds", type=int, default=2, help="EM rounds (pseudo labels re-predicted each round)")
-    g.add_argument("--pseudo-t", type=float, default=0.4, help="T: pseudo patches whose best score is below T are dropped")
+    g.add_argument("--pseudo-t", type=float, default=None,
+                   help="T: pseudo patches whose best score is below T are dropped (default: the model's score threshold)")
     g.add_argument("--pseudo-v", type=float, default=4.0, help="V: pseudo weight = clip(score * V, 0, 1)")
     g.add_argument("--mix-ratio", default="2:1:1", help="R: fine:pseudo:negative crops per batch (paper 2:1:7)")
     g.add_argument("--no-pseudo", action="store_true", help="fine labels (and no-target regions) only")

@@ -34,7 +34,8 @@ class MixedConfig:
     rounds: int = 2                   # EM rounds (E-step + M-step each)
     steps: int = 60                   # optimiser steps per round (a maximum when budget_seconds > 0)
     budget_seconds: float = 0.0       # CPU seconds (process time) for the whole job; 0 = no limit
-    T: float = 0.4                    # pseudo patch kept if its best score >= T
+    T: Optional[float] = None         # pseudo patch kept if its best score >= T (None = the model's
+                                      # operating score threshold; the paper's 0.4 is for its maps)
     V: float = 4.0                    # pseudo weight = clip(score * V, 0, 1)
     zero_below: float = 0.01          # weights below this (after scaling) -> 0
     ratio: tuple = (2, 1, 1)          # fine : pseudo : negative crops per batch (paper 2:1:7)
@@ -101,8 +102,10 @@ def _predict(detector, image: np.ndarray, cancel=None):
     return np.concatenate(P).reshape(-1, 2), np.concatenate(C), np.concatenate(S)
 
 
-def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int) -> dict:
-    """Apply the E-step rules to one image's predictions; sets ``item.pseudo*``. -> stats."""
+def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int, T: Optional[float] = None) -> dict:
+    """Apply the E-step rules to one image's predictions; sets ``item.pseudo*``. -> stats.
+    ``T`` overrides ``m.T`` (0.4 when both are None)."""
+    T = T if T is not None else (m.T if m.T is not None else 0.4)
     area = unreviewed_area(item)
     h, w = item.shape
     yx = np.asarray(yx, np.float32).reshape(-1, 2)
@@ -110,7 +113,7 @@ def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int) -
     ix = np.clip(np.floor(yx[:, 1] + 0.5).astype(int), 0, w - 1)
     inside = area[iy, ix] if len(yx) else np.zeros(0, bool)
     yx, cls, score = yx[inside], np.asarray(cls)[inside], np.asarray(score)[inside]
-    cells, keep = patch_filter(yx, score, (h, w), patch, m.T, area=area)
+    cells, keep = patch_filter(yx, score, (h, w), patch, T, area=area)
     wts = reweight(score, m.V, m.zero_below)
     k = keep & (wts > 0)
     item.pseudo = cells
@@ -229,6 +232,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
         d.min_distance = merge
         return d
 
+    T = float(m.T) if m.T is not None else float(cfg.score_threshold)
     val_before = validate(detector(), items)
     best_state, best_val, best_round = None, val_before, 0
     total = m.rounds * m.steps
@@ -242,7 +246,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
             det = detector(threshold=m.pseudo_floor, merge=m.pseudo_merge)
             for it in items:
                 yx, c, s = yield from _wrap(_predict(det, it.image, cancel), step, total, f"round {r}: pseudo labels on {it.name}")
-                stats[it.name] = pseudo_label(it, yx, c, s, m, cfg.crop_size)
+                stats[it.name] = pseudo_label(it, yx, c, s, m, cfg.crop_size, T)
             ema.module.eval()
         avail = [any(it.has(k) for it in items) for k in KINDS]
         avail[0] = avail[0] or avail_fine
@@ -311,7 +315,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
             break
     check_cancel(cancel)
     train_cfg = cfg.replace(lr=config.get("architecture", {}).get("lr", cfg.lr))
-    summary = {"model": str(out), "start_model": str(start_model), "val_before": val_before, "val": best_val,
+    summary = {"T": T, "model": str(out), "start_model": str(start_model), "val_before": val_before, "val": best_val,
                "selected_round": best_round, "rounds": rounds, "steps": step,
                "cpu_seconds": round(time.process_time() - t_start, 1), "mixed": m.to_dict()}
     new_cfg = {k: v for k, v in config.items() if k not in ("metrics", "package_version")}
