@@ -57,9 +57,9 @@ class ACFormerConfig:
     # --- global (EMA) network -------------------------------------------------------------
     global_loss: bool = True
     ema_momentum: float = 0.999
-    global_weight: float = 0.3          # alpha in eq. 1
-    global_warmup: int = 600            # steps before the global loss is switched on
-    teacher_threshold: float = 0.3      # keep teacher points with max class prob >= this
+    global_weight: float = 0.1          # alpha in eq. 1 (METHODS: 0.1-0.5)
+    global_warmup: int = 1000           # steps before the global loss is switched on (after the lr drop)
+    teacher_threshold: float = 0.2      # keep teacher points with max class prob >= this (code: 0.1-0.3)
     # --- loss / matcher -------------------------------------------------------------------
     cost_class: float = 2.0
     cost_point: float = 5.0
@@ -75,7 +75,7 @@ class ACFormerConfig:
     grad_clip: float = 0.1
     steps: int = 1600
     warmup_steps: int = 100
-    lr_drop: float = 0.8                # lr x0.1 after this fraction of the steps
+    lr_drop: float = 0.6                # lr x0.1 after this fraction of the steps
     # --- inference ------------------------------------------------------------------------
     score_threshold: float = 0.5
     min_distance: float = 0.0           # optional merge of points closer than this (px); 0 = off
