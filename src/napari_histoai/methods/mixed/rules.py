@@ -1,7 +1,8 @@
 """The mixed-supervision rules of Li et al. (Algorithm 1), for point targets.
 
 * E-step filter: a pseudo-label patch whose highest prediction score is below ``T`` is dropped
-  (not trained on, its area is ignored).
+  (not trained on, its area is ignored). The paper's T = 0.4 is for its probability maps; for a
+  detector the training job defaults T to the model's own operating score threshold.
 * Re-weighting: a kept prediction with score s becomes a soft target of weight
   ``clip(s * V, 0, 1)``; weights below ``zero_below`` (0.01) after scaling are set to 0 (the
   point is not a target). With T = 0.4 and V = 4 every point of a patch with a confident
@@ -19,7 +20,7 @@ import numpy as np
 __all__ = ["reweight", "patch_filter", "mix_schedule", "KINDS", "DEFAULTS"]
 
 KINDS = ("fine", "pseudo", "negative")
-DEFAULTS = {"T": 0.4, "V": 4.0, "zero_below": 0.01, "ratio": (2, 1, 1)}
+DEFAULTS = {"T": None, "V": 4.0, "zero_below": 0.01, "ratio": (2, 1, 1)}  # T None = model's threshold
 
 
 def reweight(scores, V: float = 4.0, zero_below: float = 0.01) -> np.ndarray:
