@@ -10,6 +10,17 @@ pytest.importorskip("napari")
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one thread is faster, and avoids OpenMP spinning on a busy 2-core box."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def he_crop(size=160):
     p = DATA / "monuseg" / "train" / "images" / "TCGA-21-5784-01Z-00-DX1.png"
     if not p.exists():
@@ -54,10 +65,12 @@ def test_train_few_steps_then_make_labels(make_napari_viewer, tmp_path):
     # the confidence layers are not offered as training images
     assert [w.image_combo.itemText(i) for i in range(w.image_combo.count())] == ["he"]
 
+    assert w.auto_check.isChecked() and w.threshold() == "auto" and not w.thr_slider.isEnabled()
     t = w.auto_threshold()
     assert 0 < t < 1 and w.thr_slider.value() == int(round(min(0.99, max(0.01, t)) * 100))
+    w.auto_check.setChecked(False)
     w.thr_slider.setValue(40)
-    assert w.thr_label.text() == "0.40"
+    assert w.thr_label.text() == "0.40" and w.threshold() == 0.4
     w.make_labels()
     lab = w.labels_layer
     assert lab is not None and lab in viewer.layers
@@ -70,6 +83,7 @@ def test_train_few_steps_then_make_labels(make_napari_viewer, tmp_path):
     viewer.add_image(he_crop(120), name="other", rgb=True)
     w.image_combo.setCurrentText("other")
     assert w.load_model(str(path)) is not None
+    assert w.threshold() == 0.4
     w.make_labels()
     assert w.labels_layer.data.shape == (120, 120)
 

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
     QVBoxLayout, QWidget,
 )
 
@@ -72,12 +72,13 @@ class SegmentWidget(QWidget):
         self.channel_combo.currentIndexChanged.connect(self._show_channel)
         self.thr_slider = QSlider(Qt.Orientation.Horizontal)
         self.thr_slider.setRange(1, 99)
-        self.thr_slider.setValue(int(round(d.threshold * 100)))
-        self.thr_label = QLabel(f"{d.threshold:.2f}")
+        self.thr_slider.setValue(50)
+        self.thr_label = QLabel("0.50")
+        self.auto_check = QCheckBox("auto (Otsu)")
+        self.auto_check.setChecked(d.threshold == "auto")
+        self.auto_check.toggled.connect(lambda on: self.thr_slider.setEnabled(not on))
+        self.thr_slider.setEnabled(not self.auto_check.isChecked())
         self.thr_slider.valueChanged.connect(lambda v: self.thr_label.setText(f"{v / 100:.2f}"))
-        self.auto_thr_btn = QPushButton("Auto")
-        self.auto_thr_btn.setToolTip("Otsu threshold of the chosen confidence map")
-        self.auto_thr_btn.clicked.connect(self.auto_threshold)
         self.labels_btn = QPushButton("Make labels")
         self.labels_btn.clicked.connect(self.make_labels)
         self.save_btn = QPushButton("Save model…")
@@ -103,7 +104,7 @@ class SegmentWidget(QWidget):
         thr_row = QHBoxLayout()
         thr_row.addWidget(self.thr_slider, 1)
         thr_row.addWidget(self.thr_label)
-        thr_row.addWidget(self.auto_thr_btn)
+        thr_row.addWidget(self.auto_check)
         form2 = QFormLayout()
         form2.addRow("Nuclei channel", self.channel_combo)
         form2.addRow("Threshold", thr_row)
@@ -150,8 +151,12 @@ class SegmentWidget(QWidget):
             n_channels=self.k_spin.value(), patch_size=self.patch_spin.value(),
             patches_per_image=self.patches_spin.value(), similarity=self.sim_combo.currentText(),
             steps=self.steps_spin.value(), restarts=self.restarts_spin.value(), seed=self.seed_spin.value(),
-            threshold=self.thr_slider.value() / 100,
+            threshold=self.threshold(),
         ).validate()
+
+    def threshold(self):
+        """The threshold in use: "auto" (Otsu) or the slider's value."""
+        return "auto" if self.auto_check.isChecked() else self.thr_slider.value() / 100
 
     def _region(self, layer):
         mode = self.region_combo.currentText()
@@ -243,6 +248,8 @@ class SegmentWidget(QWidget):
         for i, ly in enumerate(self.conf_layers):
             if ly in self.viewer.layers:
                 ly.visible = i == k
+        if self.auto_check.isChecked() and 0 <= k < len(self.conf_layers):
+            self.auto_threshold()
 
     def _trained(self, result) -> None:
         self.result = result
@@ -258,7 +265,7 @@ class SegmentWidget(QWidget):
         self.panel.status.setText("Done")
 
     def auto_threshold(self) -> Optional[float]:
-        """Set the slider to the Otsu threshold of the shown confidence map."""
+        """Show on the slider the Otsu threshold of the shown confidence map."""
         from ..methods.contrastive.postprocess import auto_threshold
 
         k = self.channel_combo.currentIndex()
@@ -282,7 +289,7 @@ class SegmentWidget(QWidget):
             region = self._region(layer)
             k = self.channel_combo.currentIndex()
             job = segment_job(self.model, image_from_layer(layer), region=region,
-                              channel=k if k >= 0 else None, threshold=self.thr_slider.value() / 100,
+                              channel=k if k >= 0 else None, threshold=self.threshold(),
                               image_mpp=layer_mpp(layer), device=pick_device(self.device_combo.currentText()))
         except JobError as e:
             notify_error(str(e))
@@ -312,7 +319,7 @@ class SegmentWidget(QWidget):
             if not folder:
                 return None
         self.result.channel = max(0, self.channel_combo.currentIndex())
-        self.result.config.threshold = self.thr_slider.value() / 100
+        self.result.config.threshold = self.threshold()
         path = save_model(self.result, folder, mpp=self._mpp)
         self.summary.setText(f"model saved to {path}")
         return path
@@ -333,8 +340,12 @@ class SegmentWidget(QWidget):
         self.channel_combo.addItems([str(k) for k in range(n)])
         self.channel_combo.setCurrentIndex(self.model.channel)
         self.channel_combo.blockSignals(False)
-        self.thr_slider.setValue(int(round(self.model.threshold * 100)))
+        if isinstance(self.model.threshold, str):
+            self.auto_check.setChecked(True)
+        else:
+            self.auto_check.setChecked(False)
+            self.thr_slider.setValue(int(round(self.model.threshold * 100)))
         self._enable_model_buttons()
         self.save_btn.setEnabled(self.result is not None)
-        self.summary.setText(f"loaded {folder}: channel {self.model.channel}, threshold {self.model.threshold:.2f}")
+        self.summary.setText(f"loaded {folder}: channel {self.model.channel}, threshold {self.model.threshold}")
         return self.model

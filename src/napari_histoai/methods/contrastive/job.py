@@ -133,7 +133,7 @@ def train_segmenter_job(image, config: Optional[ContrastiveConfig] = None, regio
     if pv is not None:
         from .postprocess import suggest_channel
 
-        result.channel = suggest_channel(result.preview_maps, pv) if masks is None else result.channel
+        result.channel = suggest_channel(result.preview_maps, pv, cfg.threshold) if masks is None else result.channel
     return result
 
 

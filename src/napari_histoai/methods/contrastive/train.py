@@ -7,8 +7,8 @@ and returns a :class:`TrainResult`.
 
 Selection: every ``eval_every`` steps the maps of a few fixed evaluation crops are scored;
 the best snapshot of every restart and the best restart overall are kept. Without ground truth
-the score is unsupervised: the largest Pearson correlation of a channel with the hematoxylin
-optical density (nuclei are the hematoxylin-stained objects). With ground truth masks the score
+the score is unsupervised: the best agreement (Dice) of a thresholded channel with the Otsu mask
+of the hematoxylin optical density (nuclei are the hematoxylin-stained objects). With ground truth masks the score
 is the Dice of the best channel at the threshold (the paper's selection).
 """
 
@@ -25,7 +25,6 @@ import torch
 from ...engine.jobs import JobError, Progress
 from .loss import contrastive_loss
 from .network import build
-from .postprocess import _corr, hematoxylin
 from .predict import resample, to_input
 from .sampler import cut_patches, sample_patches
 from .similarity import SIMILARITIES
@@ -43,18 +42,18 @@ class ContrastiveConfig:
     similarity: str = "mse"       # mse | ce | cosine
     sampling: str = "entropy"     # entropy | uniform (ablation)
     inter: bool = True            # inter-channel loss on/off (ablation)
-    steps: int = 80               # optimiser steps per restart
+    steps: int = 60               # optimiser steps per restart
     restarts: int = 2
-    batch_size: int = 4           # crops per step
+    batch_size: int = 3           # crops per step
     crop_min: int = 250
     crop_max: int = 300
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    eval_every: int = 20
+    eval_every: int = 15
     eval_crop: int = 400          # side of the fixed evaluation crops (px, working resolution)
     n_eval_crops: int = 3
     downsample: float = 1.0       # working resolution = input / downsample
-    threshold: float | str = 0.5  # or "auto" (Otsu of the nuclei confidence map)
+    threshold: float | str = "auto"  # Otsu of the nuclei map; or a number (the paper: 0.5)
     seed: int = 0
 
     def validate(self) -> "ContrastiveConfig":
@@ -194,7 +193,9 @@ def _score(net, crops, hem, threshold: float, device) -> tuple[float, int, list]
             tot = sum(float(p.sum() + g.sum()) for p, (_, g) in zip(masks, crops))
             per_k.append(2 * inter / tot if tot else 0.0)
     else:
-        per_k = [float(np.mean([_corr(m[k][::2, ::2], h[::2, ::2]) for m, h in zip(maps, hem)])) for k in range(K)]
+        from .postprocess import channel_agreement
+
+        per_k = np.mean([channel_agreement(m, c, threshold) for m, (c, _) in zip(maps, crops)], axis=0).tolist()
     k = int(np.argmax(per_k))
     return per_k[k], k, maps[0]
 
@@ -223,7 +224,7 @@ def train_job(images, config: Optional[ContrastiveConfig] = None, masks: Optiona
     crop_lo, crop_hi = min(cfg.crop_min, min_side), min(cfg.crop_max, min_side)
     areas = np.array([im.shape[0] * im.shape[1] for im in imgs], float)
     eval_crops = _eval_crops(imgs, masks, cfg.eval_crop, cfg.n_eval_crops)
-    hem = [hematoxylin(c) for c, _ in eval_crops]
+    hem = None
     total = cfg.steps * cfg.restarts
     t0 = time.time()
 
