@@ -136,8 +136,8 @@ def run_ablation(args) -> list[str]:
     out = []
     for name, over in ABLATION:
         cfg = get_config("compact", steps=args.steps, **over)
-        if args.steps < 1000:  # keep the schedule proportional on a short shared budget
-            cfg = cfg.replace(global_warmup=int(0.4 * args.steps))
+        # keep the compact schedule's proportions (global loss from 1000/1600 of the steps)
+        cfg = cfg.replace(global_warmup=int(round(args.steps * 1000 / 1600)))
         folder = ROOT / "runs" / "ablation" / name.replace("+", "plus_").replace(" ", "_")
         tr = load_folder(DATA / "crchisto" / "train" / "images", DATA / "crchisto" / "train" / "points", cfg.classes)
         va = load_folder(DATA / "crchisto" / "val" / "images", DATA / "crchisto" / "val" / "points", cfg.classes)
