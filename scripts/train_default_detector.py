@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data" / "crchisto").resolve()
 DEST = ROOT / "src" / "napari_histoai" / "resources" / "models" / "acformer-crc"
@@ -59,36 +61,97 @@ def train(args) -> int:
     return 0
 
 
+def _raw_detections(det, items, tile: int, overlap: int):
+    from napari_histoai.methods.detection.predict import detect_image
+
+    det.threshold, det.min_distance = 0.05, 0.0
+    return [detect_image(det, it.image, tile=tile, overlap=overlap) for it in items]
+
+
+def _score(items, raw, thr: float, md: float, n_classes: int) -> dict:
+    from napari_histoai.methods.detection.predict import postprocess  # noqa: F401 (same merge rule)
+    from napari_histoai.metrics import classification_scores
+
+    P, PC, G, GC, off = [], [], [], [], 0.0
+    for it, (p, c, s) in zip(items, raw):
+        k = s >= thr
+        p, c, s = p[k], c[k], s[k]
+        if md > 0 and len(p) > 1:
+            from scipy.spatial import cKDTree
+
+            o = np.argsort(-s)
+            p, c, s = p[o], c[o], s[o]
+            alive = np.ones(len(p), bool)
+            for i, j in sorted(cKDTree(p).query_pairs(md)):
+                if alive[i] and alive[j]:
+                    alive[j] = False
+            p, c = p[alive], c[alive]
+        sh = np.array([off, 0.0], dtype=np.float32)
+        P.append(p + sh), PC.append(c), G.append(it.points + sh), GC.append(it.labels)
+        off += it.image.shape[0] + 100.0
+    r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
+                              n_classes, radius=6.0, ignore=-1)
+    return {"f_d": r["f_d"], "precision": r["precision"], "recall": r["recall"],
+            "f_c": [float(x) for x in r["f_c"]], "mean_f_c": r["mean_f_c"]}
+
+
 def finalize(args) -> int:
-    """Pick the score threshold and the optional duplicate merge distance on val (stored in the
-    config), write the model card, copy the model into the package."""
+    """Model selection on val: candidates = the best checkpoint saved during training and the
+    final global (EMA) network; grid = inference tile (128, 256 px), score threshold, optional
+    duplicate merge distance (0, 4 px). The winner goes into the package with a model card."""
     import torch
 
+    from napari_histoai.methods.detection.configs import ACFormerConfig
     from napari_histoai.methods.detection.data import load_folder
-    from napari_histoai.methods.detection.predict import load_acformer
-    from napari_histoai.methods.detection.train import evaluate
+    from napari_histoai.methods.detection.model import build_model
+    from napari_histoai.methods.detection.predict import ACFormerDetector
+    from napari_histoai.methods.detection.train import state_dir
     from napari_histoai.models import load_checkpoint, read_config, save_checkpoint
 
     torch.set_num_threads(args.threads)
     src = Path(args.out)
     state, cfg = load_checkpoint(src)
-    det = load_acformer(src, device="cpu")
-    va = load_folder(DATA / "val" / "images", DATA / "val" / "points", det.classes, 0.5, det.mpp)
-    grid = {}
-    for md in (0.0, 4.0):
-        det.min_distance = md
-        for thr, r in evaluate(det, va, thresholds=(0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)).items():
-            grid[f"thr={thr},min_distance={md:g}"] = {**r, "threshold": float(thr), "min_distance": md}
-    best = max(grid.values(), key=lambda r: r["f_d"] + r["mean_f_c"])
-    cfg["architecture"]["score_threshold"] = best["threshold"]
-    cfg["architecture"]["min_distance"] = best["min_distance"]
+    cands = {f"best-during-training (step {cfg.get('metrics', {}).get('selected_at_step')})": (state, cfg)}
+    last = state_dir(src) / "last.pt"
+    if last.is_file():
+        st = torch.load(str(last), map_location="cpu", weights_only=True)
+        c2 = json.loads(json.dumps(cfg))
+        c2["training"]["steps"] = int(st["step"])
+        c2["training"]["train_seconds"] = round(float(st["time"]), 1)
+        c2["metrics"] = {"selected_at_step": int(st["step"])}
+        cands[f"final EMA (step {st['step']})"] = ({k: v for k, v in st["ema"].items()}, c2)
+    va = None
+    grid, best, best_key = {}, None, None
+    for cname, (sd, c) in cands.items():
+        acfg = ACFormerConfig.from_dict(c["architecture"])
+        model = build_model(acfg)
+        model.load_state_dict(sd)
+        det = ACFormerDetector(model, acfg, device="cpu")
+        if va is None:
+            va = load_folder(DATA / "val" / "images", DATA / "val" / "points", det.classes, 0.5, acfg.mpp)
+        for tile, ov in ((128, 32), (256, 48)):
+            raw = _raw_detections(det, va, tile, ov)
+            for thr in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5):
+                for md in (0.0, 4.0):
+                    r = _score(va, raw, thr, md, len(det.classes))
+                    key = f"{cname} tile={tile} thr={thr:g} min_distance={md:g}"
+                    grid[key] = {**r, "candidate": cname, "tile_size": tile, "overlap": ov, "threshold": thr,
+                                 "min_distance": md}
+                    if best is None or r["f_d"] + r["mean_f_c"] > best["f_d"] + best["mean_f_c"]:
+                        best, best_key = grid[key], key
+            print(cname, tile, max(((k, v["f_d"], v["mean_f_c"]) for k, v in grid.items() if v["candidate"] == cname
+                                    and v["tile_size"] == tile), key=lambda t: t[1] + t[2]), flush=True)
+    sd, cfg = cands[best["candidate"]]
+    a = cfg["architecture"]
+    a["score_threshold"], a["min_distance"] = best["threshold"], best["min_distance"]
+    a["tile_size"], a["overlap"] = best["tile_size"], best["overlap"]
     cfg.setdefault("metrics", {})["val_selected"] = best
     cfg["metrics"]["val_grid"] = grid
     cfg["name"] = "acformer-crc"
-    save_checkpoint(DEST, state, cfg)
+    save_checkpoint(DEST, sd, cfg)
     cfg = read_config(DEST)
     (DEST / "MODEL_CARD.md").write_text(model_card(cfg))
-    print(json.dumps(best))
+    print(best_key, json.dumps(best))
     print(f"wrote {DEST}")
     return 0
 
@@ -108,8 +171,9 @@ def model_card(cfg: dict) -> str:
   weights) + {a['extra_levels']} extra level, d={a['d_model']}, {a['enc_layers']}+{a['dec_layers']} layers,
   {a['num_queries']} queries per {a['query_ref_size']}^2 px.
 - **Classes**: {', '.join(cfg['classes'])}. **Resolution**: {cfg['mpp']} µm/px (20x); other
-  resolutions are resampled by the detect job. Score threshold {thr}, duplicate merge distance
-  {a['min_distance']:g} px (0 = off; both chosen on val).
+  resolutions are resampled by the detect job. Inference tiles {a['tile_size']} px (overlap
+  {a['overlap']}), score threshold {thr}, duplicate merge distance {a['min_distance']:g} px (0 = off);
+  all chosen on val ({v.get('candidate', '')}).
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
 - **Training**: {t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}

@@ -79,8 +79,8 @@ class ACFormerConfig:
     # --- inference ------------------------------------------------------------------------
     score_threshold: float = 0.5
     min_distance: float = 0.0           # optional merge of points closer than this (px); 0 = off
-    tile_size: int = 512
-    overlap: int = 64
+    tile_size: int = 128                # inference tile = the training view size: the sine position
+    overlap: int = 32                   # embeddings are relative to the input size (see README)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -129,7 +129,7 @@ CONFIGS = {
         n_views=4, view_size=256, aat_embed=120, aat_heads=12, aat_input=256, global_weight=0.3,
         global_warmup=5000, teacher_threshold=0.3, lr=2e-4, lr_transformer_mult=0.1,
         lr_aat_mult=0.1, weight_decay=1e-4, steps=100000, warmup_steps=0, lr_drop=0.8,
-        score_threshold=0.5, tile_size=512, overlap=64,
+        score_threshold=0.5, tile_size=256, overlap=48,
     ),
     # CPU budget: resnet18 stages 2-3 (strides 8, 16) + one extra level (stride 32)
     "compact": ACFormerConfig(),

@@ -99,7 +99,7 @@ def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.
     detector.threshold = min(thresholds)
     try:
         for it in items:
-            raw.append(detect_image(detector, it.image))
+            raw.append(detect_image(detector, it.image, tile=detector.tile_size, overlap=detector.overlap))
     finally:
         detector.threshold = saved
     res = {}
