@@ -100,3 +100,15 @@ def test_user_backbone_weights(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(JobError):
         Backbone("resnet18", (2,), weights_path=str(tmp_path / "bad.pt"))
+
+
+def test_pixel_position_embeddings_do_not_depend_on_input_size():
+    torch.manual_seed(0)
+    cfg = get_config("tiny", pos_scale=64)
+    model = build_model(cfg).eval()
+    small = model.features(torch.rand(1, 3, 64, 64))[1][0]   # [S, d]
+    big = model.features(torch.rand(1, 3, 128, 128))[1][0]
+    # the top-left stride-8 token of both inputs sits at the same pixel -> same embedding
+    assert torch.allclose(small[0], big[0], atol=1e-5)
+    rel = build_model(get_config("tiny")).eval()
+    assert not torch.allclose(rel.features(torch.rand(1, 3, 64, 64))[1][0][0], rel.features(torch.rand(1, 3, 128, 128))[1][0][0])

@@ -35,6 +35,8 @@ class ACFormerConfig:
     num_queries: int = 300              # top-n encoder proposals per query_ref_size**2 px
     query_ref_size: int = 256           # (scaled by input area, training views and inference)
     gn_groups: int = 16                 # GroupNorm groups of the input projections
+    pos_scale: int = 0                  # 0: position embeddings relative to the input size (Deformable
+                                        # DETR); > 0: in units of pos_scale px, the same at any input size
     classes: list = field(default_factory=lambda: list(CLASSES))
     fusestyle: bool = True              # FuseStyle after the first and last backbone stage used
     fusestyle_partner: str = "argmin"   # argmin | random | euclidean

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .backbone import build_backbone
-from .transformer import MLP, DecoderLayer, EncoderLayer, inverse_sigmoid, sine_embed_maps, sine_embed_points
+from .transformer import MLP, DecoderLayer, EncoderLayer, inverse_sigmoid, sine_embed_points
 
 __all__ = ["ACFormer", "build_model"]
 
@@ -68,6 +68,15 @@ class ACFormer(nn.Module):
         """Top-n for an input of h x w px: ``num_queries`` per ``query_ref_size``^2 px."""
         return max(1, int(math.ceil(self.cfg.num_queries * h * w / self.cfg.query_ref_size ** 2)))
 
+    def _pos_scale(self, images: torch.Tensor) -> torch.Tensor:
+        """Factor [2] (y, x) from normalised points to position-embedding units: 1 (relative to
+        the input, Deformable DETR) or input px / ``pos_scale`` (resolution-consistent)."""
+        ps = getattr(self.cfg, "pos_scale", 0)
+        h, w = images.shape[-2:]
+        if ps and ps > 0:
+            return torch.tensor([h / ps, w / ps], dtype=images.dtype, device=images.device)
+        return torch.ones(2, dtype=images.dtype, device=images.device)
+
     def features(self, images: torch.Tensor):
         """Flattened multi-scale features: src, pos [B, S, d]; shapes [(H_l, W_l)]."""
         feats = self.backbone(images)
@@ -78,7 +87,8 @@ class ACFormer(nn.Module):
             maps.append(x)
         shapes = [tuple(m.shape[-2:]) for m in maps]
         src = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
-        pos = torch.cat([sine_embed_maps(h, w, self.cfg.d_model, src.device, src.dtype) + self.level_embed[i]
+        scale = self._pos_scale(images)
+        pos = torch.cat([sine_embed_points(_centres(h, w, src) * scale, self.cfg.d_model) + self.level_embed[i]
                          for i, (h, w) in enumerate(shapes)], 0)
         return src, pos[None].expand(src.shape[0], -1, -1), shapes
 
@@ -103,9 +113,10 @@ class ACFormer(nn.Module):
         tgt = torch.gather(out_mem, 1, top[..., None].expand(-1, -1, out_mem.shape[-1])).detach()
         refp = torch.gather(enc_points, 1, top[..., None].expand(-1, -1, 2)).detach()
         # --- decoder: refine points layer by layer
+        pscale = self._pos_scale(images)
         outs = []
         for i, layer in enumerate(self.decoder, start=1):
-            qpos = self.query_pos(sine_embed_points(refp, self.cfg.d_model))
+            qpos = self.query_pos(sine_embed_points(refp * pscale, self.cfg.d_model))
             tgt = layer(tgt, qpos, refp[:, :, None, :].expand(-1, -1, L, -1), memory, shapes)
             pts = (self.point_heads[i](tgt) + inverse_sigmoid(refp)).sigmoid()
             outs.append({"pred_logits": self.class_heads[i](tgt), "pred_points": pts})
@@ -114,6 +125,13 @@ class ACFormer(nn.Module):
         result["aux_outputs"] = outs[:-1]
         result["enc_outputs"] = {"pred_logits": enc_logits, "pred_points": enc_points}
         return result
+
+
+def _centres(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """Pixel centres of an h x w map, (y, x) normalised to [0, 1] -> [h*w, 2]."""
+    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).view(-1, 2)
 
 
 def build_model(cfg, backbone_weights: str | None = None) -> ACFormer:
