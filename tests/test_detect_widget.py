@@ -127,3 +127,20 @@ def test_sample_data_and_writers_through_napari(make_napari_viewer, tmp_path, qt
     gj = tmp_path / "nuclei.geojson"
     layer.save(str(gj), plugin="napari-histoai")
     assert '"FeatureCollection"' in gj.read_text()
+
+
+def test_models_saved_from_a_worker_thread_appear_in_the_selector(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    import threading
+
+    import torch
+
+    from napari_histoai import models
+
+    monkeypatch.setenv("HISTOAI_MODELS", str(tmp_path))
+    w = dw.DetectWidget(make_napari_viewer())
+    # a (fake-architecture) detector saved by a background thread, as the training dock does
+    t = threading.Thread(target=models.save_checkpoint, args=(tmp_path / "from-thread", torch.nn.Linear(2, 2).state_dict(),
+                                                              {"kind": "acformer-detector"}))
+    t.start()
+    t.join()
+    qtbot.waitUntil(lambda: "from-thread" in [w.model_combo.itemText(i) for i in range(w.model_combo.count())], timeout=5000)

@@ -3,8 +3,10 @@ get a Points layer with ``class``/``score``/``source`` features, one colour per 
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
@@ -22,8 +24,22 @@ REGION_SHAPES = "Drawn region (Shapes layer)"
 REGION_WHOLE = "Whole image (tissue only)"
 
 
+def _weak_emitter(widget):
+    ref = weakref.ref(widget)
+
+    def on_models_saved() -> None:  # raising removes this listener (see models._notify)
+        w = ref()
+        if w is None:
+            raise RuntimeError("the Detect dock was closed")
+        w._models_saved.emit()
+
+    return on_models_saved
+
+
 class DetectWidget(QWidget):
     """Dock widget. ``last_result`` / ``last_layer`` are kept for scripts and tests."""
+
+    _models_saved = Signal()
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -68,12 +84,10 @@ class DetectWidget(QWidget):
 
         self.refresh_models()
         self.refresh_layers()
-        # a model saved anywhere (e.g. by the training dock) shows up in the selector
-        from qtpy.QtCore import QTimer
-
-        from ..models import on_models_changed
-
-        on_models_changed(lambda: QTimer.singleShot(0, self, self.refresh_models))
+        # a model saved anywhere (e.g. by the training dock, from its worker thread) shows up in
+        # the selector: the signal is queued to the GUI thread; a closed dock drops its listener
+        self._models_saved.connect(self.refresh_models)
+        on_models_changed(_weak_emitter(self))
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self.refresh_layers)
 
