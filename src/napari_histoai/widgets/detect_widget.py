@@ -16,6 +16,7 @@ from ..engine.geometry import points_in_polygons, polygons_bbox
 from ..engine.jobs import JobError
 from ..methods.detection.job import detect_image_job
 from ..methods.detection.registry import available_detectors
+from ..models import on_models_changed
 from ._layers import image_from_layer, points_layer_kwargs, shapes_polygons, visible_region
 from ._runner import JobPanel, notify_error
 
