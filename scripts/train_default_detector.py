@@ -25,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data" / "crchisto").resolve()
-DEST = ROOT / "src" / "napari_histoai" / "resources" / "models" / "acformer-crc"
+DEST = ROOT / "resources" / "models" / "acformer-crc"
 
 
 def train(args) -> int:
