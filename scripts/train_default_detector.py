@@ -148,6 +148,9 @@ def finalize(args) -> int:
     cfg.setdefault("metrics", {})["val_selected"] = best
     cfg["metrics"]["val_grid"] = grid
     cfg["name"] = "acformer-crc"
+    # ship float16 weights (half the size; loading casts back to float32)
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+    cfg["weights_dtype"] = "float16"
     save_checkpoint(DEST, sd, cfg)
     cfg = read_config(DEST)
     (DEST / "MODEL_CARD.md").write_text(model_card(cfg))
