@@ -10,7 +10,7 @@ import numpy as np
 from ..classes import color_map
 from ..engine.jobs import JobError
 
-POINT_DIAMETER_UM = 7.0  # drawn size of a nucleus marker
+POINT_DIAMETER_UM = 5.0  # drawn size of a nucleus marker (µm)
 
 
 def layer_mpp(layer) -> Optional[float]:
