@@ -143,7 +143,7 @@ def run_ablation(args) -> list[str]:
         va = load_folder(DATA / "crchisto" / "val" / "images", DATA / "crchisto" / "val" / "points", cfg.classes)
         extra = {"name": name, "training": {"data": "crchisto train", "ablation_row": name}}
         print(f"training {name} ({args.steps} steps) -> {folder}", file=sys.stderr, flush=True)
-        run_job(train_job(cfg, tr, folder, val=va, seed=args.seed, resume=True, eval_every=max(50, args.steps // 3),
+        run_job(train_job(cfg, tr, folder, val=va, seed=args.seed, resume=True, eval_every=args.steps,
                           log_path=str(folder) + ".jsonl", extra_config=extra))
         out.append(str(folder))
     return out
