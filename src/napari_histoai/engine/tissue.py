@@ -34,7 +34,7 @@ def tissue_mask_from_rgb(rgb: np.ndarray, gray_max: float = 220.0, sat_min: floa
     return mask
 
 
-def tissue_mask(slide, max_side: int = 2048) -> tuple[np.ndarray, float]:
+def tissue_mask(slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """(mask bool [h, w], downsample) of a :class:`~napari_histoai.io.SlideImage`, computed on
     the coarsest level no larger than needed (level-0 px per mask px = downsample)."""
     h0, w0 = slide.shape[:2]
