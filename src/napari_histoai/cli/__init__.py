@@ -18,8 +18,10 @@ SUBCOMMANDS = ["info", "detect", "train_detector", "segment", "convert"]
 
 
 def common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto = CUDA, MPS, CPU)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if "--device" not in p._option_string_actions:
+        p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto = CUDA, MPS, CPU)")
+    if "--seed" not in p._option_string_actions:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train an AC-Former point detector on RGB images and points CSVs (y,x,class; "
                     "same file stem as the image). Classes not in --classes (e.g. 'unlabeled') are "
                     "nuclei of unknown class: detection targets only.")
-    p.add_argument("--images", required=True, help="folder of training images")
-    p.add_argument("--points", required=True, help="folder of points CSVs named like the images")
+    p.add_argument("--images", help="folder of training images (or use --project)")
+    p.add_argument("--points", help="folder of points CSVs named like the images")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--config", default="compact", choices=["compact", "paper", "tiny"])
     p.add_argument("--val-images", help="validation images (model selection)")
@@ -34,6 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--log", default=None, help="append per-step JSON lines to this file")
     p.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
+    from ..methods.mixed.cli_support import add_project_args
+
+    add_project_args(p)  # --project DIR...: fine-tune on correction projects (mixed supervision)
     return p
 
 
@@ -62,6 +65,15 @@ def build_config(args):
 
 def run(args) -> int:
     import torch
+
+    if getattr(args, "project", None):
+        from ..methods.mixed.cli_support import run_project
+
+        return run_project(args)
+    if not (args.images and args.points):
+        from ..engine.jobs import JobError
+
+        raise JobError("give --images and --points (folders), or --project DIR for correction projects")
 
     from ..engine.devices import pick_device
     from ..engine.jobs import JobError, run_with_tqdm
