@@ -11,7 +11,9 @@ from napari_histoai.engine.jobs import run_job
 from napari_histoai.methods.detection.configs import get_config
 from napari_histoai.methods.detection.data import load_folder, random_crop
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "crchisto" / "train"
+from .conftest import DATA as _DATA
+
+DATA = _DATA / "crchisto" / "train"
 needs_data = pytest.mark.skipif(not (DATA / "images" / "img1.png").is_file(), reason="shared data not available")
 
 

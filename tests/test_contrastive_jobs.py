@@ -10,7 +10,7 @@ from napari_histoai.engine.jobs import JobError, run_job
 from napari_histoai.methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model,
                                                 segment_job, train_job, train_segmenter_job)
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)
 NAME = "TCGA-21-5784-01Z-00-DX1"
 
 

@@ -15,7 +15,7 @@ from napari_histoai.methods.contrastive.predict import confidence, to_input
 from napari_histoai.methods.contrastive.sampler import binary_entropy, cut_patches, sample_patches
 from napari_histoai.methods.contrastive.similarity import ce, cosine, mse
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)
 MONUSEG = DATA / "monuseg" / "train" / "images" / "TCGA-21-5784-01Z-00-DX1.png"
 
 

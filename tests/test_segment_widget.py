@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)
 
 
 @pytest.fixture(autouse=True)
