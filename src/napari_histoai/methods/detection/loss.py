@@ -62,8 +62,12 @@ class SetCriterion(nn.Module):
             cls = cls + sigmoid_focal(u, torch.ones_like(u), self.alpha, self.gamma).sum()
         return cls / n_norm, l1 / n_norm
 
+    def normaliser(self, targets: list) -> float:
+        """Loss normaliser: the number of target points in the batch (at least 1)."""
+        return max(1.0, float(sum(len(t["labels"]) for t in targets)))
+
     def forward(self, outputs: dict, targets: list) -> tuple[torch.Tensor, dict]:
-        n_norm = max(1.0, float(sum(len(t["labels"]) for t in targets)))
+        n_norm = self.normaliser(targets)
         sets = [outputs] + list(outputs.get("aux_outputs", []))
         if "enc_outputs" in outputs:
             sets.append(outputs["enc_outputs"])

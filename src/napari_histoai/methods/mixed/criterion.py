@@ -56,16 +56,8 @@ class WeightedCriterion(SetCriterion):
             cls = cls + sigmoid_focal(u, torch.cat(unk_w), self.alpha, self.gamma).sum()
         return cls / n_norm, l1 / n_norm
 
-    def forward(self, outputs: dict, targets: list):
-        n_norm = max(1.0, float(sum(float(t["weights"].sum()) if t.get("weights") is not None else len(t["labels"])
-                                    for t in targets)))
-        sets = [outputs] + list(outputs.get("aux_outputs", []))
-        if "enc_outputs" in outputs:
-            sets.append(outputs["enc_outputs"])
-        cls_sum = outputs["pred_logits"].new_zeros(())
-        pt_sum = outputs["pred_logits"].new_zeros(())
-        for out in sets:
-            c, p = self.single(out, targets, n_norm)
-            cls_sum, pt_sum = cls_sum + c, pt_sum + p
-        total = self.w_class * cls_sum + self.w_point * pt_sum
-        return total, {"class": float(cls_sum.detach()), "point": float(pt_sum.detach())}
+    def normaliser(self, targets: list) -> float:
+        """Sum of the target weights (pseudo labels count by their confidence), at least 1."""
+        return max(1.0, float(sum(float(t["weights"].sum()) if t.get("weights") is not None else len(t["labels"])
+                                  for t in targets)))
+
