@@ -61,3 +61,14 @@ def crc_image(data_dir, name="img1", split="train"):
     from PIL import Image
 
     return np.asarray(Image.open(data_dir / "crchisto" / split / "images" / f"{name}.png").convert("RGB"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one thread is faster, and avoids OpenMP spinning on a busy 2-core box."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,14 +15,8 @@ NAME = "TCGA-21-5784-01Z-00-DX1"
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread is faster, and avoids OpenMP spinning on a busy 2-core box."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs on one torch thread (fixture in conftest)."""
 
 
 def crop(size=192):

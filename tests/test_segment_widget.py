@@ -11,14 +11,8 @@ from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread is faster, and avoids OpenMP spinning on a busy 2-core box."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs on one torch thread (fixture in conftest)."""
 
 
 def he_crop(size=160):

@@ -60,6 +60,16 @@ def _param_groups(model, views, cfg: ACFormerConfig):
     return groups
 
 
+def optimizer_step(loss: torch.Tensor, opt, grad_clip: float, ema, model) -> None:
+    """Backward, clip gradients (max norm ``grad_clip``; 0 = off), step, update the EMA network."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
+    opt.step()
+    ema.update(model)
+
+
 def _lr_factor(step: int, cfg: ACFormerConfig, steps: int) -> float:
     f = 1.0 if cfg.warmup_steps <= 0 else min(1.0, (step + 1) / cfg.warmup_steps)
     return f * (0.1 if step >= int(cfg.lr_drop * steps) else 1.0)
@@ -208,12 +218,7 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
                 parts["n_teacher"] = sum(len(t["labels"]) for t in teacher) / len(teacher)
             if not torch.isfinite(loss):
                 raise JobError(f"training diverged at step {step} (loss {float(loss)})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
-            opt.step()
-            ema.update(model)
+            optimizer_step(loss, opt, cfg.grad_clip, ema, model)
             step += 1
             t_used += time.perf_counter() - t0
             info = {"loss": float(loss.detach()), **parts, "lr": opt.param_groups[0]["lr"], "sec": round(t_used, 1)}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ...engine.jobs import CancelFlag, JobError, Progress, check_cancel
+from ..detection.train import optimizer_step
 from .criterion import WeightedCriterion
 from .data import (MixedImage, crop_at, holdout_truth, ignore_mask, sample_crop, split_holdout, targets_of,
                    unreviewed_area)
@@ -291,12 +292,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
                 parts["global"] = float(gl.detach())
             if not torch.isfinite(loss):
                 raise JobError(f"training diverged in round {r} (loss {float(loss)})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
-            opt.step()
-            ema.update(model)
+            optimizer_step(loss, opt, cfg.grad_clip, ema, model)
             step += 1
             done_round += 1
             info = {"loss": float(loss.detach()), **parts, "round": r, "step": step}
