@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histoai.methods.detection.predict import merge_close_points
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data" / "crchisto").resolve()
 DEST = ROOT / "resources" / "models" / "acformer-crc"
@@ -69,23 +71,13 @@ def _raw_detections(det, items, tile: int, overlap: int):
 
 
 def _score(items, raw, thr: float, md: float, n_classes: int) -> dict:
-    from napari_histoai.methods.detection.predict import postprocess  # noqa: F401 (same merge rule)
     from napari_histoai.metrics import classification_scores
 
     P, PC, G, GC, off = [], [], [], [], 0.0
     for it, (p, c, s) in zip(items, raw):
         k = s >= thr
         p, c, s = p[k], c[k], s[k]
-        if md > 0 and len(p) > 1:
-            from scipy.spatial import cKDTree
-
-            o = np.argsort(-s)
-            p, c, s = p[o], c[o], s[o]
-            alive = np.ones(len(p), bool)
-            for i, j in sorted(cKDTree(p).query_pairs(md)):
-                if alive[i] and alive[j]:
-                    alive[j] = False
-            p, c = p[alive], c[alive]
+        p, c, s = merge_close_points(p, c, s, md)
         sh = np.array([off, 0.0], dtype=np.float32)
         P.append(p + sh), PC.append(c), G.append(it.points + sh), GC.append(it.labels)
         off += it.image.shape[0] + 100.0

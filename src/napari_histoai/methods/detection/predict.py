@@ -42,18 +42,23 @@ def postprocess(points: np.ndarray, probs: np.ndarray, threshold: float, shape: 
     h, w = shape
     keep = (score >= threshold) & (points[:, 0] >= -0.5) & (points[:, 0] < h - 0.5) \
         & (points[:, 1] >= -0.5) & (points[:, 1] < w - 0.5)
-    points, cls, score = points[keep], cls[keep], score[keep]
-    if min_distance > 0 and len(points) > 1:
-        from scipy.spatial import cKDTree
-
-        order = np.argsort(-score)
-        points, cls, score = points[order], cls[order], score[order]
-        alive = np.ones(len(points), bool)
-        for i, j in sorted(cKDTree(points).query_pairs(min_distance)):
-            if alive[i] and alive[j]:
-                alive[j] = False
-        points, cls, score = points[alive], cls[alive], score[alive]
+    points, cls, score = merge_close_points(points[keep], cls[keep], score[keep], min_distance)
     return points.astype(np.float32), cls, score.astype(np.float32)
+
+
+def merge_close_points(points: np.ndarray, cls: np.ndarray, score: np.ndarray, min_distance: float):
+    """Of points closer than ``min_distance`` px keep the higher score (0 = off); sorted by score."""
+    if min_distance <= 0 or len(points) < 2:
+        return points, cls, score
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(-score)
+    points, cls, score = points[order], cls[order], score[order]
+    alive = np.ones(len(points), bool)
+    for i, j in sorted(cKDTree(points).query_pairs(min_distance)):
+        if alive[i] and alive[j]:
+            alive[j] = False
+    return points[alive], cls[alive], score[alive]
 
 
 def _to_batch(tiles: Sequence[np.ndarray], stride: int, device) -> tuple[torch.Tensor, list]:
