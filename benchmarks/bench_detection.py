@@ -10,7 +10,13 @@ config). Prints a markdown table and saves it (md + json) under benchmarks/resul
 
     python benchmarks/bench_detection.py                          # the bundled model
     python benchmarks/bench_detection.py --models runs/a runs/b   # any models (e.g. ablations)
-    python benchmarks/bench_detection.py --ablation --steps 400   # train + score the 5 ablation rows
+    python benchmarks/bench_detection.py --ablation --steps 1600   # train + score the 5 ablation rows
+    python benchmarks/bench_detection.py --ablation --rows 0,1 --train-only  # train some rows (parallel runs)
+    python benchmarks/bench_detection.py --ablation --reuse-bundled          # last row = the bundled model
+
+Ablation rows are scored at their own operating point: each row's final global (EMA) network, 128 px
+tiles (overlap 32), duplicate merge 4 px, score threshold picked on val by F_d + mean F_c from the
+same grid the bundled model was selected with (``scripts/train_default_detector.py --finalize``).
     python benchmarks/bench_detection.py --smoke                  # CI: 2 val tiles, no speed/MoNuSeg
 """
 
@@ -84,7 +90,39 @@ def speed(detector, val_items, repeats: int = 1) -> float:
     return mosaic.shape[0] * mosaic.shape[1] / 1e6 / dt
 
 
-def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True) -> dict:
+THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+
+
+def pick_threshold(detector, val_items) -> float:
+    """Score threshold maximising F_d + mean F_c on val at the detector's tiles and merge distance
+    (one detection pass at a low threshold, then the grid)."""
+    saved = detector.threshold
+    detector.threshold = min(THRESHOLDS)
+    try:
+        raw = [_detect(detector, it.image, 0.5) for it in val_items]
+    finally:
+        detector.threshold = saved
+    from napari_histoai.metrics import classification_scores
+
+    best, best_thr = -1.0, saved
+    for thr in THRESHOLDS:
+        P, PC, G, GC, off = [], [], [], [], 0.0
+        for it, (p, c, s) in zip(val_items, raw):
+            k = s >= thr
+            sh = np.array([off, 0.0])
+            P.append(p[k] + sh), PC.append(c[k]), G.append(it.points + sh), GC.append(it.labels)
+            off += it.image.shape[0] + 100.0
+        r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
+                                  len(detector.classes), radius=6.0, ignore=-1)
+        if r["f_d"] + r["mean_f_c"] > best:
+            best, best_thr = r["f_d"] + r["mean_f_c"], thr
+    return best_thr
+
+
+def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
+                select: bool = False, name: str | None = None) -> dict:
+    """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
+    128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`)."""
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.models import read_config, resolve_model
 
@@ -92,7 +130,10 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     cfg = read_config(resolve_model(path))
     crc = DATA / "crchisto"
     val = _load(crc / "val", det.classes, 2 if smoke else None)
-    row = {"model": str(path), "name": cfg.get("name", Path(path).name), "threshold": det.threshold,
+    if select:
+        det.tile_size, det.overlap, det.min_distance = 128, 32, 4.0
+        det.threshold = pick_threshold(det, val)
+    row = {"model": str(path), "name": name or cfg.get("name", Path(path).name), "threshold": det.threshold,
            "fusestyle": cfg["architecture"]["fusestyle"], "views": cfg["architecture"]["views"],
            "global_loss": cfg["architecture"]["global_loss"],
            "train_seconds": cfg.get("training", {}).get("train_seconds"),
@@ -134,7 +175,13 @@ def run_ablation(args) -> list[str]:
 
     torch.set_num_threads(args.threads)
     out = []
-    for name, over in ABLATION:
+    rows = range(len(ABLATION)) if args.rows == "all" else [int(r) for r in args.rows.split(",")]
+    for i in rows:
+        name, over = ABLATION[i]
+        if args.reuse_bundled and i == len(ABLATION) - 1 and args.steps == 1600:
+            # the bundled model is this row: same compact config, seed 0, 1600 steps, final EMA
+            out.append((name, "acformer-crc"))
+            continue
         cfg = get_config("compact", steps=args.steps, **over)
         # keep the compact schedule's proportions (global loss from 1000/1600 of the steps)
         cfg = cfg.replace(global_warmup=int(round(args.steps * 1000 / 1600)))
@@ -145,7 +192,7 @@ def run_ablation(args) -> list[str]:
         print(f"training {name} ({args.steps} steps) -> {folder}", file=sys.stderr, flush=True)
         run_job(train_job(cfg, tr, folder, val=va, seed=args.seed, resume=True, eval_every=args.steps,
                           log_path=str(folder) + ".jsonl", extra_config=extra))
-        out.append(str(folder))
+        out.append((name, str(folder)))
     return out
 
 
@@ -153,7 +200,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=None, help="model folders or names (default: acformer-crc)")
     ap.add_argument("--ablation", action="store_true", help="train and score the 5 ablation rows first")
-    ap.add_argument("--steps", type=int, default=400, help="steps per ablation row")
+    ap.add_argument("--steps", type=int, default=1600, help="steps per ablation row (the compact budget: 1600)")
+    ap.add_argument("--rows", default="all", help="ablation rows to train/score: 'all' or indices, e.g. 0,1")
+    ap.add_argument("--train-only", action="store_true", help="train the ablation rows, score nothing")
+    ap.add_argument("--reuse-bundled", action="store_true",
+                    help="use the bundled model as the last ablation row (it was trained with that config, 1600 steps)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
@@ -164,8 +215,15 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    models = run_ablation(args) if args.ablation else (args.models or ["acformer-crc"])
-    rows = [bench_model(m, smoke=args.smoke, do_speed=not (args.no_speed or args.ablation)) for m in models]
+    if args.ablation:
+        named = run_ablation(args)
+        if args.train_only:
+            return 0
+        rows = [bench_model(m, smoke=args.smoke, do_speed=False, select=True, name=n) for n, m in named]
+        models = [m for _, m in named]
+    else:
+        models = args.models or ["acformer-crc"]
+        rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed) for m in models]
     from napari_histoai.methods.detection.predict import load_acformer
 
     classes = load_acformer(models[0], device="cpu").classes

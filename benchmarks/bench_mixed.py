@@ -94,7 +94,7 @@ def score(detector, images, users, classes) -> dict:
     index = {c: i for i, c in enumerate(classes)}
     P, PC, G, GC, off = [], [], [], [], 0.0
     for (name, im, yx, names), (quad, neg) in zip(images, users):
-        p, c, _s = detect_image(detector, im)
+        p, c, _s = detect_image(detector, im)  # tiles of the model's tile size
         excl = [quad] + neg
         kp = ~points_in_polygons(p, excl)
         kg = ~points_in_polygons(yx, excl)

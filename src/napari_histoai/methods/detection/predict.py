@@ -107,11 +107,16 @@ class ACFormerDetector:
         return results
 
 
-def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int = 1024, overlap: int = 64):
-    """Points on a whole image at the detector's resolution (tiled if larger than ``tile``,
-    seam-safe via the engine's core assignment). -> (yx [N, 2], cls [N], score [N])."""
+def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int | None = None,
+                 overlap: int | None = None):
+    """Points on a whole image at the detector's resolution, tiled like the detect job (default:
+    the detector's ``tile_size`` / ``overlap``: a model with input-relative position embeddings
+    is only right at its own tile size), seam-safe via the engine's core assignment.
+    -> (yx [N, 2] px, cls [N], score [N])."""
     from ...engine.tiling import tile_grid
 
+    tile = int(detector.tile_size if tile is None else tile)
+    overlap = int(detector.overlap if overlap is None else overlap)
     h, w = image.shape[:2]
     if h <= tile and w <= tile:
         return detector.predict_tiles([image])[0]

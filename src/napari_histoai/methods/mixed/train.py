@@ -127,6 +127,7 @@ def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int
     """F_d / F_c of ``detector`` on the held-out reviewed blocks (points of class -1 count for
     detection only). Empty dict when nothing is held out."""
     from ...metrics import classification_scores
+    from ..detection.predict import detect_image
 
     P, PC, G, GC, off = [], [], [], [], 0.0
     for it in items:
@@ -134,7 +135,7 @@ def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int
             y0, x0, y1, x1 = blk
             h, w = it.shape
             a0, b0, a1, b1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-            p, c, s = detector.predict_tiles([it.image[a0:a1, b0:b1]])[0]
+            p, c, s = detect_image(detector, it.image[a0:a1, b0:b1])  # tiled at the model's tile size
             p = p + np.array([a0, b0], np.float32)
             k = (p[:, 0] >= y0 - 0.5) & (p[:, 0] < y1 - 0.5) & (p[:, 1] >= x0 - 0.5) & (p[:, 1] < x1 - 0.5)
             gt, gl = holdout_truth(it, blk)
