@@ -84,6 +84,8 @@ class ACFormerDetector:
     def __init__(self, model, cfg: ACFormerConfig, name: str = "acformer", device="cpu",
                  threshold: float | None = None, batch_size: int = 4):
         self.model = model.eval().to(device)
+        # NHWC convolutions are ~10% faster on CPU (oneDNN); the weights are unchanged
+        self.model.backbone.to(memory_format=torch.channels_last)
         self.cfg, self.name, self.device = cfg, name, torch.device(device)
         self.classes = list(cfg.classes)
         self.mpp = cfg.mpp
@@ -100,6 +102,7 @@ class ACFormerDetector:
                 if t.ndim != 3 or t.shape[2] < 3:
                     raise JobError(f"detector needs RGB tiles [H, W, 3], got shape {t.shape}")
             x, shapes = _to_batch(chunk, self.model.stride, self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
             pts, probs = predict_batch(self.model, x)
             for b, shp in enumerate(shapes):
                 results.append(postprocess(pts[b].cpu().numpy(), probs[b].float().cpu().numpy(),
