@@ -63,18 +63,11 @@ def _detect(detector, image: np.ndarray, mpp: float):
 
 def score_split(detector, items, image_mpp: float, radius: float) -> dict:
     """Pooled F_d / F_c over all images (images stacked far apart so pairs never cross)."""
-    from napari_histoai.metrics import classification_scores
+    from napari_histoai.metrics import pooled_classification_scores
 
-    P, PC, G, GC, off = [], [], [], [], 0.0
-    for it in items:
-        p, c, _ = _detect(detector, it.image, image_mpp)
-        sh = np.array([off, 0.0])
-        P.append(p + sh), PC.append(c), G.append(it.points + sh), GC.append(it.labels)
-        off += it.image.shape[0] + 10 * radius
-    r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
-                              len(detector.classes), radius=radius, ignore=-1)
-    return {"f_d": r["f_d"], "precision": r["precision"], "recall": r["recall"],
-            "f_c": [float(x) for x in r["f_c"]], "mean_f_c": r["mean_f_c"]}
+    per_image = ((*_detect(detector, it.image, image_mpp)[:2], it.points, it.labels) for it in items)
+    r = pooled_classification_scores(per_image, len(detector.classes), radius)
+    return {k: r[k] for k in ("f_d", "precision", "recall", "f_c", "mean_f_c")}
 
 
 def speed(detector, val_items, repeats: int = 1) -> float:
@@ -102,18 +95,12 @@ def pick_threshold(detector, val_items) -> float:
         raw = [_detect(detector, it.image, 0.5) for it in val_items]
     finally:
         detector.threshold = saved
-    from napari_histoai.metrics import classification_scores
+    from napari_histoai.metrics import pooled_classification_scores
 
     best, best_thr = -1.0, saved
     for thr in THRESHOLDS:
-        P, PC, G, GC, off = [], [], [], [], 0.0
-        for it, (p, c, s) in zip(val_items, raw):
-            k = s >= thr
-            sh = np.array([off, 0.0])
-            P.append(p[k] + sh), PC.append(c[k]), G.append(it.points + sh), GC.append(it.labels)
-            off += it.image.shape[0] + 100.0
-        r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
-                                  len(detector.classes), radius=6.0, ignore=-1)
+        r = pooled_classification_scores(((p[s >= thr], c[s >= thr], it.points, it.labels)
+                                          for it, (p, c, s) in zip(val_items, raw)), len(detector.classes), 6.0)
         if r["f_d"] + r["mean_f_c"] > best:
             best, best_thr = r["f_d"] + r["mean_f_c"], thr
     return best_thr

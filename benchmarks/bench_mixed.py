@@ -89,23 +89,21 @@ def score(detector, images, users, classes) -> dict:
     """Pooled F_d / mean F_c on the unreviewed rest of every image."""
     from napari_histoai.engine.geometry import points_in_polygons
     from napari_histoai.methods.detection.predict import detect_image
-    from napari_histoai.metrics import classification_scores
+    from napari_histoai.metrics import pooled_classification_scores
 
     index = {c: i for i, c in enumerate(classes)}
-    P, PC, G, GC, off = [], [], [], [], 0.0
-    for (name, im, yx, names), (quad, neg) in zip(images, users):
-        p, c, _s = detect_image(detector, im)  # tiles of the model's tile size
-        excl = [quad] + neg
-        kp = ~points_in_polygons(p, excl)
-        kg = ~points_in_polygons(yx, excl)
-        lab = np.array([index.get(n, -1) for n in names])
-        shift = np.array([off, 0.0])
-        P.append(p[kp] + shift), PC.append(c[kp]), G.append(yx[kg] + shift), GC.append(lab[kg])
-        off += im.shape[0] + 100.0
-    r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
-                              len(classes), radius=6.0, ignore=-1)
-    return {"f_d": float(r["f_d"]), "mean_f_c": float(r["mean_f_c"]), "f_c": [float(v) for v in r["f_c"]],
-            "precision": float(r["precision"]), "recall": float(r["recall"]), "n_pred": int(sum(len(x) for x in P))}
+
+    def rest():
+        for (name, im, yx, names), (quad, neg) in zip(images, users):
+            p, c, _s = detect_image(detector, im)  # tiles of the model's tile size
+            excl = [quad] + neg
+            kp = ~points_in_polygons(p, excl)
+            kg = ~points_in_polygons(yx, excl)
+            lab = np.array([index.get(n, -1) for n in names])
+            yield p[kp], c[kp], yx[kg], lab[kg]
+
+    r = pooled_classification_scores(rest(), len(classes), radius=6.0)
+    return {k: r[k] for k in ("f_d", "mean_f_c", "f_c", "precision", "recall", "n_pred")}
 
 
 def tiny_model(folder: Path) -> str:

@@ -66,3 +66,20 @@ def test_pq_and_object_f1_by_hand():
     assert pq["dq"] == pytest.approx(1 / (1 + 0.5 + 0.5))
     assert pq["pq"] == pytest.approx(0.75 * 0.5)
     assert M.object_f1(gt, pred) == pytest.approx(0.5)
+
+
+def test_pooled_scores_never_pair_across_images():
+    from napari_histoai.metrics import pooled_classification_scores
+
+    # A: a hit at (10, 10); B: a prediction at (12, 10) with no truth; C: a missed unlabeled
+    # nucleus at (11, 10). In one shared frame B's prediction would pair with C's nucleus;
+    # pooled per image, A is a TP, B an FP and C an FN.
+    a = (np.array([[10.0, 10.0]]), np.array([0]), np.array([[10.0, 10.0]]), np.array([0]))
+    b = (np.array([[12.0, 10.0]]), np.array([1]), np.zeros((0, 2)), np.zeros(0, int))
+    c = (np.zeros((0, 2)), np.zeros(0, int), np.array([[11.0, 10.0]]), np.array([-1]))  # a missed unlabeled nucleus
+    r = pooled_classification_scores([a, b, c], n_classes=2, radius=6.0)
+    assert r["n_pred"] == 2 and r["n_true"] == 2
+    assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["f_d"] == 0.5
+    # class 0: one TP_c, no errors except nothing -> 1.0; class 1: only an unmatched prediction -> FP_d
+    assert r["f_c"][0] == 1.0 and r["f_c"][1] < 1.0
+    assert pooled_classification_scores([], 2)["n_pred"] == 0

@@ -106,6 +106,29 @@ def classification_scores(
     }
 
 
+def pooled_classification_scores(per_image, n_classes: int, radius: float = 6.0, ignore: int = -1) -> dict:
+    """F_d / F_c pooled over images: ``per_image`` yields (pred [N, 2], pred_cls [N], gt [G, 2],
+    gt_cls [G]) in px of each image; images are stacked far apart in y so no pair crosses two
+    images. -> {"f_d", "precision", "recall", "f_c": [K] list, "mean_f_c", "n_pred", "n_true"}."""
+    P, PC, G, GC, off = [], [], [], [], 0.0
+    for pred, pred_cls, gt, gt_cls in per_image:
+        pred = np.asarray(pred, np.float64).reshape(-1, 2)
+        gt = np.asarray(gt, np.float64).reshape(-1, 2)
+        both = np.concatenate([pred[:, 0], gt[:, 0]])
+        if not len(both):
+            continue
+        shift = np.array([off - both.min(), 0.0])
+        P.append(pred + shift), PC.append(np.asarray(pred_cls).reshape(-1))
+        G.append(gt + shift), GC.append(np.asarray(gt_cls).reshape(-1))
+        off += both.max() - both.min() + 3 * radius + 1
+    cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape)  # noqa: E731
+    r = classification_scores(cat(P, (0, 2)), cat(PC, 0).astype(np.int64), cat(G, (0, 2)), cat(GC, 0).astype(np.int64),
+                              n_classes, radius=radius, ignore=ignore)
+    return {"f_d": float(r["f_d"]), "precision": float(r["precision"]), "recall": float(r["recall"]),
+            "f_c": [float(v) for v in r["f_c"]], "mean_f_c": float(r["mean_f_c"]),
+            "n_pred": int(sum(len(x) for x in P)), "n_true": int(sum(len(x) for x in G))}
+
+
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Binary Dice of two masks (nonzero = foreground); 1.0 when both are empty."""
     p, g = np.asarray(pred) != 0, np.asarray(gt) != 0

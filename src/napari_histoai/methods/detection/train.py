@@ -102,7 +102,7 @@ def _view_targets(targets: list, theta: torch.Tensor, m: int) -> list:
 def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.5,), radius: float = 6.0) -> dict:
     """F_d, per-class F_c and mean F_c on whole images, for each score threshold. Labels -1 count
     for detection only."""
-    from ...metrics import classification_scores
+    from ...metrics import pooled_classification_scores
 
     raw = []
     saved = detector.threshold
@@ -113,18 +113,10 @@ def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.
     finally:
         detector.threshold = saved
     res = {}
-    K = len(detector.classes)
     for thr in thresholds:
-        P, PC, G, GC, off = [], [], [], [], 0.0
-        for it, (p, c, s) in zip(items, raw):
-            k = s >= thr
-            shift = np.array([off, 0.0], dtype=np.float32)  # stack images far apart
-            P.append(p[k] + shift), PC.append(c[k]), G.append(it.points + shift), GC.append(it.labels)
-            off += it.image.shape[0] + 100.0
-        r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G),
-                                  np.concatenate(GC), K, radius=radius, ignore=-1)
-        res[f"{thr:g}"] = {"f_d": r["f_d"], "precision": r["precision"], "recall": r["recall"],
-                           "f_c": [float(v) for v in r["f_c"]], "mean_f_c": r["mean_f_c"]}
+        r = pooled_classification_scores(((p[s >= thr], c[s >= thr], it.points, it.labels)
+                                          for it, (p, c, s) in zip(items, raw)), len(detector.classes), radius)
+        res[f"{thr:g}"] = {k: r[k] for k in ("f_d", "precision", "recall", "f_c", "mean_f_c")}
     return res
 
 

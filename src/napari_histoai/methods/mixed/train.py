@@ -126,28 +126,25 @@ def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int, T
 def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int = 32) -> dict:
     """F_d / F_c of ``detector`` on the held-out reviewed blocks (points of class -1 count for
     detection only). Empty dict when nothing is held out."""
-    from ...metrics import classification_scores
+    from ...metrics import pooled_classification_scores
     from ..detection.predict import detect_image
 
-    P, PC, G, GC, off = [], [], [], [], 0.0
-    for it in items:
-        for blk in it.holdout:
-            y0, x0, y1, x1 = blk
+    def blocks():
+        for it in items:
             h, w = it.shape
-            a0, b0, a1, b1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-            p, c, s = detect_image(detector, it.image[a0:a1, b0:b1])  # tiled at the model's tile size
-            p = p + np.array([a0, b0], np.float32)
-            k = (p[:, 0] >= y0 - 0.5) & (p[:, 0] < y1 - 0.5) & (p[:, 1] >= x0 - 0.5) & (p[:, 1] < x1 - 0.5)
-            gt, gl = holdout_truth(it, blk)
-            shift = np.array([off, 0.0], np.float32)
-            P.append(p[k] + shift), PC.append(c[k]), G.append(gt + shift), GC.append(gl)
-            off += (y1 - y0) + 100.0
-    if not P:
+            for blk in it.holdout:
+                y0, x0, y1, x1 = blk
+                a0, b0, a1, b1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+                p, c, s = detect_image(detector, it.image[a0:a1, b0:b1])  # tiled at the model's tile size
+                p = p + np.array([a0, b0], np.float32)
+                k = (p[:, 0] >= y0 - 0.5) & (p[:, 0] < y1 - 0.5) & (p[:, 1] >= x0 - 0.5) & (p[:, 1] < x1 - 0.5)
+                gt, gl = holdout_truth(it, blk)
+                yield p[k], c[k], gt, gl
+
+    if not any(it.holdout for it in items):
         return {}
-    r = classification_scores(np.concatenate(P), np.concatenate(PC), np.concatenate(G), np.concatenate(GC),
-                              len(detector.classes), radius=radius, ignore=-1)
-    return {"f_d": float(r["f_d"]), "mean_f_c": float(r["mean_f_c"]), "f_c": [float(v) for v in r["f_c"]],
-            "n_true": int(sum(len(g) for g in G))}
+    r = pooled_classification_scores(blocks(), len(detector.classes), radius)
+    return {k: r[k] for k in ("f_d", "mean_f_c", "f_c", "n_true")}
 
 
 def _score(v: dict) -> float:
