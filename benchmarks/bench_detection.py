@@ -12,10 +12,11 @@ config). Prints a markdown table and saves it (md + json) under benchmarks/resul
     python benchmarks/bench_detection.py --models runs/a runs/b   # any models (e.g. ablations)
     python benchmarks/bench_detection.py --ablation --steps 1600   # train + score the 5 ablation rows
     python benchmarks/bench_detection.py --ablation --rows 0,1 --train-only  # train some rows (parallel runs)
-    python benchmarks/bench_detection.py --ablation --reuse-bundled          # last row = the bundled model
+    python benchmarks/bench_detection.py --ablation --reuse runs/ablation/bundled_1600   # last row = that model
 
-Ablation rows are scored at their own operating point: each row's final global (EMA) network, 128 px
-tiles (overlap 32), duplicate merge 4 px, score threshold picked on val by F_d + mean F_c from the
+Ablation rows are scored at their own operating point: each row's final global (EMA) network on
+lone windows of its training input size (128 px views, overlap 32; 256 px crops for the row without
+views, overlap 64), duplicate merge 4 px, score threshold picked on val by F_d + mean F_c from the
 same grid the bundled model was selected with (``scripts/train_default_detector.py --finalize``).
     python benchmarks/bench_detection.py --smoke                  # CI: 2 val tiles, no speed/MoNuSeg
 """
@@ -118,9 +119,15 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     crc = DATA / "crchisto"
     val = _load(crc / "val", det.classes, 2 if smoke else None)
     if select:
-        det.tile_size, det.overlap, det.min_distance = 128, 32, 4.0
+        # each row at its own training input size (views: 128 px; no views: the 256 px crop)
+        a = cfg["architecture"]
+        win = int(a["crop_size"] if a["views"] == "none" else a["view_size"])
+        det.windowed = False
+        det.set_window(win, win // 4)
+        det.min_distance = 4.0
         det.threshold = pick_threshold(det, val)
     row = {"model": str(path), "name": name or cfg.get("name", Path(path).name), "threshold": det.threshold,
+           "window": det.window, "window_overlap": det.window_overlap, "windowed": det.use_windows,
            "fusestyle": cfg["architecture"]["fusestyle"], "views": cfg["architecture"]["views"],
            "global_loss": cfg["architecture"]["global_loss"],
            "train_seconds": cfg.get("training", {}).get("train_seconds"),
@@ -165,9 +172,9 @@ def run_ablation(args) -> list[str]:
     rows = range(len(ABLATION)) if args.rows == "all" else [int(r) for r in args.rows.split(",")]
     for i in rows:
         name, over = ABLATION[i]
-        if args.reuse_bundled and i == len(ABLATION) - 1 and args.steps == 1600:
-            # the bundled model is this row: same compact config, seed 0, 1600 steps, final EMA
-            out.append((name, "acformer-crc"))
+        if args.reuse and i == len(ABLATION) - 1 and args.steps == 1600:
+            # a model trained with exactly this row's config (compact, seed 0, 1600 steps)
+            out.append((name, args.reuse))
             continue
         cfg = get_config("compact", steps=args.steps, **over)
         # keep the compact schedule's proportions (global loss from 1000/1600 of the steps)
@@ -190,8 +197,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1600, help="steps per ablation row (the compact budget: 1600)")
     ap.add_argument("--rows", default="all", help="ablation rows to train/score: 'all' or indices, e.g. 0,1")
     ap.add_argument("--train-only", action="store_true", help="train the ablation rows, score nothing")
-    ap.add_argument("--reuse-bundled", action="store_true",
-                    help="use the bundled model as the last ablation row (it was trained with that config, 1600 steps)")
+    ap.add_argument("--reuse", default=None, metavar="MODEL",
+                    help="model folder to use as the last ablation row (trained with the compact config, 1600 steps, "
+                         "seed 0: e.g. the 1600-step acformer-crc of commit 74c457e)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")

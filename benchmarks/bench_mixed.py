@@ -39,6 +39,9 @@ ARMS = {
     "mixed": dict(pseudo=True, negatives=True),
     "mixed+global": dict(pseudo=True, negatives=True, global_loss=True),
     "pseudo only": dict(pseudo=True, negatives=False),
+    # the paper's rules taken literally for points: every prediction >= 0.05 in a kept patch is a
+    # soft target (clip(s V)), and kept patches are complete (unmatched proposals = background)
+    "mixed (paper rules)": dict(pseudo=True, negatives=True, pseudo_floor=0.05, pseudo_negatives=True),
 }
 
 

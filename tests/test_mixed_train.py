@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from napari_histoai.engine.jobs import CancelFlag, Cancelled, run_job
-from napari_histoai.methods.mixed.data import crop_at, make_mixed_image, split_holdout, targets_of
+from napari_histoai.methods.mixed.data import crop_at, ignore_mask, make_mixed_image, split_holdout, targets_of
 from napari_histoai.methods.mixed.train import MixedConfig, mixed_train_job, pseudo_label
 
 
@@ -67,6 +67,10 @@ def test_fine_points_regions_holdout_and_crops():
     assert not (it.pseudo & (it.reviewed | it.negative)).any()
     p, lab, w = targets_of(it)
     assert len(p) == len(it.points) + len(it.extra_points) + 2 and w.min() == pytest.approx(0.2)
+    # kept pseudo patches: background for unmatched proposals only when trusted as complete
+    assert not (ignore_mask(it, pseudo_negatives=True) & it.pseudo).any()
+    assert (ignore_mask(it, pseudo_negatives=False) & it.pseudo).sum() == it.pseudo.sum() > 0
+    assert not (ignore_mask(it, pseudo_negatives=False) & (it.reviewed | it.negative)).any()
     c, pn, l2, w2, ig = crop_at(it, 0, 96, 96, np.random.default_rng(0), 0.0)
     assert c.shape == (3, 96, 96) and ig.shape == (96, 96) and len(pn) == len(l2) == len(w2)
     assert ig.any() and not ig.all()

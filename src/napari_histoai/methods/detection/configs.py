@@ -83,6 +83,7 @@ class ACFormerConfig:
     min_distance: float = 0.0           # optional merge of points closer than this (px); 0 = off
     tile_size: int = 128                # inference tile = the training view size: the sine position
     overlap: int = 32                   # embeddings are relative to the input size (see README)
+    windowed: bool = False              # backbone once per large tile, transformer on tile_size windows
 
     def to_dict(self) -> dict:
         d = asdict(self)

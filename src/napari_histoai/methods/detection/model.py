@@ -68,38 +68,48 @@ class ACFormer(nn.Module):
         """Top-n for an input of h x w px: ``num_queries`` per ``query_ref_size``^2 px."""
         return max(1, int(math.ceil(self.cfg.num_queries * h * w / self.cfg.query_ref_size ** 2)))
 
-    def _pos_scale(self, images: torch.Tensor) -> torch.Tensor:
+    def _pos_scale(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         """Factor [2] (y, x) from normalised points to position-embedding units: 1 (relative to
-        the input, Deformable DETR) or input px / ``pos_scale`` (resolution-consistent)."""
+        the h x w input, Deformable DETR) or input px / ``pos_scale`` (resolution-consistent)."""
         ps = getattr(self.cfg, "pos_scale", 0)
-        h, w = images.shape[-2:]
         if ps and ps > 0:
-            return torch.tensor([h / ps, w / ps], dtype=images.dtype, device=images.device)
-        return torch.ones(2, dtype=images.dtype, device=images.device)
+            return torch.tensor([h / ps, w / ps], dtype=like.dtype, device=like.device)
+        return torch.ones(2, dtype=like.dtype, device=like.device)
 
-    def features(self, images: torch.Tensor):
-        """Flattened multi-scale features: src, pos [B, S, d]; shapes [(H_l, W_l)]."""
+    def level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Projected multi-scale maps [B, d, H_l, W_l] (GroupNorm per image)."""
         feats = self.backbone(images)
         maps = [p(f) for p, f in zip(self.input_proj, feats)]
         x = feats[-1]
         for p in self.input_proj[len(feats):]:
             x = p(x)
             maps.append(x)
+        return maps
+
+    def flatten_maps(self, maps: list[torch.Tensor], h: int, w: int):
+        """Maps of an h x w px input -> src, pos [B, S, d]; shapes [(H_l, W_l)]."""
         shapes = [tuple(m.shape[-2:]) for m in maps]
         src = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
-        scale = self._pos_scale(images)
-        pos = torch.cat([sine_embed_points(_centres(h, w, src) * scale, self.cfg.d_model) + self.level_embed[i]
-                         for i, (h, w) in enumerate(shapes)], 0)
+        scale = self._pos_scale(h, w, src)
+        pos = torch.cat([sine_embed_points(_centres(hl, wl, src) * scale, self.cfg.d_model) + self.level_embed[i]
+                         for i, (hl, wl) in enumerate(shapes)], 0)
         return src, pos[None].expand(src.shape[0], -1, -1), shapes
 
+    def features(self, images: torch.Tensor):
+        """Flattened multi-scale features: src, pos [B, S, d]; shapes [(H_l, W_l)]."""
+        return self.flatten_maps(self.level_maps(images), *images.shape[-2:])
+
     def forward(self, images: torch.Tensor, num_queries: int | None = None) -> dict:
-        b, _, h, w = images.shape
+        h, w = images.shape[-2:]
         src, pos, shapes = self.features(images)
+        return self.decode(src, pos, shapes, h, w, num_queries)
+
+    def decode(self, src: torch.Tensor, pos: torch.Tensor, shapes: list, h: int, w: int,
+               num_queries: int | None = None) -> dict:
+        """Encoder, two-stage proposals and decoder on flattened features of h x w px inputs."""
+        b = src.shape[0]
         L = len(shapes)
-        centres = torch.cat([(torch.stack(torch.meshgrid(
-            (torch.arange(hl, device=src.device, dtype=src.dtype) + 0.5) / hl,
-            (torch.arange(wl, device=src.device, dtype=src.dtype) + 0.5) / wl, indexing="ij"), -1).view(-1, 2))
-            for hl, wl in shapes], 0)  # [S, 2] (y, x)
+        centres = torch.cat([_centres(hl, wl, src) for hl, wl in shapes], 0)  # [S, 2] (y, x)
         ref = centres[None, :, None, :].expand(b, -1, L, -1)
         memory = src
         for layer in self.encoder:
@@ -113,7 +123,7 @@ class ACFormer(nn.Module):
         tgt = torch.gather(out_mem, 1, top[..., None].expand(-1, -1, out_mem.shape[-1])).detach()
         refp = torch.gather(enc_points, 1, top[..., None].expand(-1, -1, 2)).detach()
         # --- decoder: refine points layer by layer
-        pscale = self._pos_scale(images)
+        pscale = self._pos_scale(h, w, src)
         outs = []
         for i, layer in enumerate(self.decoder, start=1):
             qpos = self.query_pos(sine_embed_points(refp * pscale, self.cfg.d_model))

@@ -61,38 +61,70 @@ def merge_close_points(points: np.ndarray, cls: np.ndarray, score: np.ndarray, m
     return points[alive], cls[alive], score[alive]
 
 
+def _tensor(tile: np.ndarray) -> torch.Tensor:
+    """RGB uint8 [H, W, >=3] -> float [3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.array(tile[..., :3], copy=True)).permute(2, 0, 1).float().div_(255)
+
+
+def _pad(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Pad [3, h, w] at the bottom/right to [3, H, W] (reflect; replicate where reflect cannot)."""
+    ph, pw = H - x.shape[1], W - x.shape[2]
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < x.shape[1] and pw < x.shape[2] else "replicate"
+    return F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+
+
 def _to_batch(tiles: Sequence[np.ndarray], stride: int, device) -> tuple[torch.Tensor, list]:
     """Pad tiles (reflect) to a common size that is a multiple of ``stride`` -> [B, 3, H, W]."""
     hs = [t.shape[0] for t in tiles]
     ws = [t.shape[1] for t in tiles]
     H = int(np.ceil(max(hs) / stride) * stride)
     W = int(np.ceil(max(ws) / stride) * stride)
-    batch = []
-    for t in tiles:
-        x = torch.from_numpy(np.array(t[..., :3], copy=True)).permute(2, 0, 1).float().div_(255)
-        ph, pw = H - x.shape[1], W - x.shape[2]
-        if ph or pw:
-            mode = "reflect" if ph < x.shape[1] and pw < x.shape[2] else "replicate"
-            x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
-        batch.append(x)
-    return torch.stack(batch).to(device), list(zip(hs, ws))
+    return torch.stack([_pad(_tensor(t), H, W) for t in tiles]).to(device), list(zip(hs, ws))
 
 
 class ACFormerDetector:
-    """A loaded AC-Former (``Detector`` protocol). ``batch_size`` tiles per forward pass."""
+    """A loaded AC-Former (``Detector`` protocol). ``batch_size`` tiles per forward pass.
+
+    The network runs on ``window`` px inputs (its config's ``tile_size``: the view size it was
+    trained at) overlapping by ``window_overlap`` px. With ``windowed`` (config default) the detect job
+    reads tiles of ``window + 4 * (window - window_overlap)`` px, the backbone runs once per
+    tile and the transformer on its 5 x 5 windows (:mod:`.windows`); otherwise every window is a
+    tile of its own (the slower reference path, same transformer inputs).
+    """
+
+    WINDOWS_PER_SIDE = 5
 
     def __init__(self, model, cfg: ACFormerConfig, name: str = "acformer", device="cpu",
-                 threshold: float | None = None, batch_size: int = 4):
+                 threshold: float | None = None, batch_size: int = 4, windowed: bool | None = None):
         self.model = model.eval().to(device)
         # NHWC convolutions are ~10% faster on CPU (oneDNN); the weights are unchanged
         self.model.backbone.to(memory_format=torch.channels_last)
         self.cfg, self.name, self.device = cfg, name, torch.device(device)
         self.classes = list(cfg.classes)
         self.mpp = cfg.mpp
-        self.tile_size, self.overlap = int(cfg.tile_size), int(cfg.overlap)
         self.threshold = cfg.score_threshold if threshold is None else float(threshold)
         self.min_distance = float(cfg.min_distance)
         self.batch_size = batch_size
+        self.windowed = bool(getattr(cfg, "windowed", False) if windowed is None else windowed)
+        self.set_window(int(cfg.tile_size), int(cfg.overlap))
+
+    def set_window(self, window: int, overlap: int) -> None:
+        """Set the network's input size and overlap (px); derives the detect job's ``tile_size``
+        and ``overlap``. Falls back to lone windows if the sizes do not cut whole feature pixels."""
+        from .windows import check_window
+
+        self.window, self.window_overlap = int(window), int(overlap)
+        self.use_windows = self.windowed
+        if self.use_windows:
+            try:
+                check_window(self.model, self.window, self.window_overlap)
+            except ValueError:
+                self.use_windows = False
+        step = self.window - self.window_overlap
+        self.tile_size = self.window + (self.WINDOWS_PER_SIDE - 1) * step if self.use_windows else self.window
+        self.overlap = self.window_overlap
 
     def predict_tiles(self, tiles: Sequence[np.ndarray]) -> list:
         results = []
@@ -101,20 +133,36 @@ class ACFormerDetector:
             for t in chunk:
                 if t.ndim != 3 or t.shape[2] < 3:
                     raise JobError(f"detector needs RGB tiles [H, W, 3], got shape {t.shape}")
-            x, shapes = _to_batch(chunk, self.model.stride, self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            pts, probs = predict_batch(self.model, x)
-            for b, shp in enumerate(shapes):
-                results.append(postprocess(pts[b].cpu().numpy(), probs[b].float().cpu().numpy(),
-                                           self.threshold, shp, self.min_distance))
+            if self.use_windows:
+                from .windows import merge_seam_duplicates, window_layout, windowed_predict
+
+                step = self.window - self.window_overlap
+                shapes = [t.shape[:2] for t in chunk]
+                xs = [_pad(_tensor(t), window_layout(h, self.window, step)[0],
+                           window_layout(w, self.window, step)[0]).to(self.device) for t, (h, w) in zip(chunk, shapes)]
+                out = []
+                for p, q, win in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap):
+                    p, q = p.cpu().numpy(), q.float().cpu().numpy()
+                    k = q.max(-1) >= self.threshold
+                    k[k] = merge_seam_duplicates(p[k], q[k].max(-1), win.numpy()[k])
+                    out.append((p[k], q[k]))
+            else:
+                x, shapes = _to_batch(chunk, self.model.stride, self.device)
+                x = x.contiguous(memory_format=torch.channels_last)
+                pts, probs = predict_batch(self.model, x)
+                out = list(zip(pts, probs))
+            for (p, q), shp in zip(out, shapes):
+                p = p.cpu().numpy() if torch.is_tensor(p) else p
+                q = q.float().cpu().numpy() if torch.is_tensor(q) else q
+                results.append(postprocess(p, q, self.threshold, shp, self.min_distance))
         return results
 
 
 def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int | None = None,
                  overlap: int | None = None):
     """Points on a whole image at the detector's resolution, tiled like the detect job (default:
-    the detector's ``tile_size`` / ``overlap``: a model with input-relative position embeddings
-    is only right at its own tile size), seam-safe via the engine's core assignment.
+    the detector's ``tile_size`` / ``overlap``; the network itself always sees its own
+    ``window``), seam-safe via the engine's core assignment.
     -> (yx [N, 2] px, cls [N], score [N])."""
     from ...engine.tiling import tile_grid
 

@@ -6,7 +6,9 @@ Masks are bool [H, W] at the model's resolution:
 
 * ``reviewed``  inside a reviewed region (minus the held-out blocks): the points are ground truth;
 * ``negative``  inside a no-target region: no target at all (hard negatives);
-* ``pseudo``    kept pseudo-label patches (set by the E-step), outside the two above;
+* ``pseudo``    kept pseudo-label patches (set by the E-step), outside the two above: their
+  pseudo points are targets; unmatched proposals there are background only when the job trusts
+  pseudo patches as complete (``pseudo_negatives``);
 * everything else is *ignored*: unmatched proposals there are neither pushed up nor down.
 """
 
@@ -164,10 +166,11 @@ def unreviewed_area(item: MixedImage) -> np.ndarray:
     return ~(item.reviewed | item.negative | holdout_mask(item))
 
 
-def ignore_mask(item: MixedImage) -> np.ndarray:
-    """Where unmatched proposals get no loss: outside reviewed, no-target and kept pseudo areas."""
+def ignore_mask(item: MixedImage, pseudo_negatives: bool = True) -> np.ndarray:
+    """Where unmatched proposals get no loss: outside reviewed and no-target areas, and outside
+    kept pseudo patches when those are trusted as complete (``pseudo_negatives``)."""
     known = item.reviewed | item.negative
-    if item.pseudo is not None:
+    if pseudo_negatives and item.pseudo is not None:
         known = known | item.pseudo
     return ~known
 

@@ -1,7 +1,8 @@
 """Fine-tune an AC-Former model with mixed supervision, as a job (yields ``Progress``).
 
 Per EM round: **E-step** — the current global (EMA) network predicts on every image (tiled,
-score floor ``pseudo_floor``, near-duplicates merged); predictions in the unreviewed area become
+score floor ``pseudo_floor``, by default T: only what the model would report; near-duplicates
+merged); predictions in the unreviewed area become
 pseudo labels by :mod:`.rules` (patch filter T, weights clip(s V, 0, 1), < 0.01 -> 0). **M-step**
 — ``steps`` optimiser steps, warm-started from the previous round; each batch mixes fine /
 pseudo / negative crops at the ratio R; AC-Former's view generator (AAT / random affine / crop),
@@ -42,7 +43,11 @@ class MixedConfig:
     ratio: tuple = (2, 1, 1)          # fine : pseudo : negative crops per batch (paper 2:1:7)
     pseudo: bool = True               # False = fine labels (+ hard negatives) only
     negatives: bool = True
-    pseudo_floor: float = 0.05        # predictions below this score are not pseudo candidates
+    pseudo_floor: Optional[float] = None  # predictions below this score are not pseudo labels
+                                      # (None = T: only what the model would report; paper-style 0.05)
+    pseudo_negatives: bool = False    # True: unmatched proposals in kept pseudo patches are pushed to
+                                      # background (the paper's hard pseudo maps); False: pseudo patches
+                                      # give positives only, their unlabelled rest is ignored
     pseudo_merge: float = 6.0         # px: merge pseudo points closer than this
     crop_size: int = 0                # 0 = the model's training crop
     batch_images: int = 0             # 0 = the model's
@@ -242,7 +247,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
         # ---------------------------------------------------------------- E-step
         stats = {}
         if m.pseudo:
-            det = detector(threshold=m.pseudo_floor, merge=m.pseudo_merge)
+            det = detector(threshold=T if m.pseudo_floor is None else m.pseudo_floor, merge=m.pseudo_merge)
             for it in items:
                 yx, c, s = yield from _wrap(_predict(det, it.image, cancel), step, total, f"round {r}: pseudo labels on {it.name}")
                 stats[it.name] = pseudo_label(it, yx, c, s, m, cfg.crop_size, T)
@@ -252,7 +257,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
         rng = np.random.default_rng([seed, r])
         n_steps = m.steps
         schedule = mix_schedule(m.ratio, avail, n_steps * cfg.batch_images, rng)
-        tg = {it.name: (targets_of(it), ignore_mask(it)) for it in items}
+        tg = {it.name: (targets_of(it), ignore_mask(it, m.pseudo_negatives)) for it in items}
         # ---------------------------------------------------------------- M-step
         done_round = 0
         for s_i in range(n_steps):
