@@ -108,13 +108,20 @@ def pick_threshold(detector, val_items) -> float:
 
 
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                select: bool = False, name: str | None = None) -> dict:
+                select: bool = False, name: str | None = None, lone: bool = False) -> dict:
     """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
-    128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`)."""
+    128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
+    network on lone windows (no shared backbone pass), otherwise as its config says."""
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.models import read_config, resolve_model
 
     det = load_acformer(path, device="cpu")
+    if lone and not det.windowed:
+        return None  # already on lone windows
+    if lone:
+        det.windowed = False
+        det.set_window(det.window, det.window_overlap)
+        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (lone windows)"
     cfg = read_config(resolve_model(path))
     crc = DATA / "crchisto"
     val = _load(crc / "val", det.classes, 2 if smoke else None)
@@ -143,7 +150,7 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
 
 
 def table(rows: list[dict], classes: list[str]) -> str:
-    head = ["model", "views", "global", "FuseStyle", "thr", "F_d", *[f"F_c {c}" for c in classes], "mean F_c",
+    head = ["model", "views", "global", "FuseStyle", "windows", "thr", "F_d", *[f"F_c {c}" for c in classes], "mean F_c",
             "MoNuSeg F_d", "CPU MP/s", "train steps", "train time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
@@ -152,6 +159,7 @@ def table(rows: list[dict], classes: list[str]) -> str:
         t = r.get("train_seconds")
         lines.append("| " + " | ".join([
             r["name"], r["views"], "on" if r["global_loss"] else "off", "on" if r["fusestyle"] else "off",
+            "–" if "window" not in r else f"{r['window']}/{r['window_overlap']}" + (" shared" if r["windowed"] else " lone"),
             f"{r['threshold']:g}", f(v["f_d"]), *[f(x) for x in v["f_c"]], f(v["mean_f_c"]),
             f(r.get("monuseg_fd")), "–" if r.get("mp_per_s") is None else f"{r['mp_per_s']:.2f}",
             str(r.get("train_steps") or "–"), "–" if not t else f"{t / 60:.0f} min"]) + " |")
@@ -204,6 +212,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--lone", action="store_true", help="also score windowed models on lone windows (reference path)")
     ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
     args = ap.parse_args()
 
@@ -219,6 +228,8 @@ def main() -> int:
     else:
         models = args.models or ["acformer-crc"]
         rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed) for m in models]
+        if args.lone:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
     from napari_histoai.methods.detection.predict import load_acformer
 
     classes = load_acformer(models[0], device="cpu").classes
