@@ -108,7 +108,7 @@ def pick_threshold(detector, val_items) -> float:
 
 
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                select: bool = False, name: str | None = None, lone: bool = False) -> dict:
+                select: bool = False, name: str | None = None, lone: bool = False, stain: bool = True) -> dict:
     """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
     128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
     network on lone windows (no shared backbone pass), otherwise as its config says."""
@@ -122,6 +122,11 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
         det.windowed = False
         det.set_window(det.window, det.window_overlap)
         name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (lone windows)"
+    if not stain:
+        if det.stain_target is None:
+            return None  # no stain matching anyway
+        det.stain_target = None
+        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (no stain matching)"
     cfg = read_config(resolve_model(path))
     crc = DATA / "crchisto"
     val = _load(crc / "val", det.classes, 2 if smoke else None)
@@ -213,6 +218,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--lone", action="store_true", help="also score windowed models on lone windows (reference path)")
+    ap.add_argument("--no-stain-row", action="store_true", help="also score models without their stain matching")
     ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
     args = ap.parse_args()
 
@@ -230,6 +236,8 @@ def main() -> int:
         rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed) for m in models]
         if args.lone:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
+        if args.no_stain_row:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, stain=False))]
     from napari_histoai.methods.detection.predict import load_acformer
 
     classes = load_acformer(models[0], device="cpu").classes

@@ -93,8 +93,9 @@ def _score(items, raw, thr: float, md: float, n_classes: int) -> dict:
 
 
 def finalize(args) -> int:
-    """Model selection on val: candidates = the best checkpoint saved during training and the
-    final global (EMA) network; grid = the network's input window and overlap (128/32, 128/16,
+    """Model selection on val: the stain target = mean optical-density statistics of the train
+    images; candidates = the best checkpoint saved during training and the final global (EMA)
+    network; grid = the network's input window and overlap (128/32, 128/16,
     256/48 px), lone windows or windowed tiles (one backbone pass per tile), score threshold,
     optional duplicate merge distance (0, 4 px); score = F_d + mean F_c, and of settings within
     0.005 of the best the one with the least CPU time wins. The winner goes into
@@ -122,7 +123,13 @@ def finalize(args) -> int:
         cands[f"final EMA (step {st['step']})"] = ({k: v for k, v in st["ema"].items()}, c2)
     va = None
     grid = {}
+    # the training images' stain: inputs from other labs are matched to it (methods/stain.py)
+    from napari_histoai.methods.stain import mean_od_stats
+
+    tr = load_folder(DATA / "train" / "images", DATA / "train" / "points", ["x"], 0.5, 0.5)
+    stain = mean_od_stats([it.image for it in tr]).round(5).tolist()
     for cname, (sd, c) in cands.items():
+        c["architecture"]["stain_target"] = stain
         acfg = ACFormerConfig.from_dict(c["architecture"])
         model = build_model(acfg)
         model.load_state_dict(sd)
@@ -181,7 +188,9 @@ def model_card(cfg: dict) -> str:
 - **Classes**: {', '.join(cfg['classes'])}. **Resolution**: {cfg['mpp']} µm/px (20x); other
   resolutions are resampled by the detect job. The network runs on {a['tile_size']} px windows (overlap
   {a['overlap']}{', one backbone pass per 5 x 5 windows' if a.get('windowed') else ''}), score threshold {thr}, duplicate merge distance {a['min_distance']:g} px (0 = off);
-  all chosen on val ({v.get('candidate', '')}).
+  all chosen on val ({v.get('candidate', '')}). Inputs are matched to the training images' stain
+  (optical-density mean/std per RGB channel over tissue, from the image's or slide's thumbnail)
+  {'(on)' if a.get('stain_target') else '(off)'}.
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
 - **Training**: {t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}

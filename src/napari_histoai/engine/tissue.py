@@ -34,17 +34,24 @@ def tissue_mask_from_rgb(rgb: np.ndarray, gray_max: float = 220.0, sat_min: floa
     return mask
 
 
-def tissue_mask(slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
-    """(mask bool [h, w], downsample) of a :class:`~napari_histoai.io.SlideImage`, computed on
-    the coarsest level no larger than needed (level-0 px per mask px = downsample)."""
+def thumbnail(slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
+    """(RGB [h, w, 3] with max(h, w) <= about ``max_side``, downsample) of a
+    :class:`~napari_histoai.io.SlideImage`, read from the coarsest level no larger than needed
+    (level-0 px per thumbnail px = downsample)."""
     h0, w0 = slide.shape[:2]
     target = max(1.0, max(h0, w0) / max_side)
     level = slide.best_level_for_downsample(target)
     lv = slide.levels[level]
     step = max(1, int(np.ceil(max(lv.shape[:2]) / max_side)))
     small = np.asarray(lv[::step, ::step, :3].compute())
-    ds = slide.downsamples[level] * step
-    return tissue_mask_from_rgb(small), float(ds)
+    return small, float(slide.downsamples[level] * step)
+
+
+def tissue_mask(slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
+    """(mask bool [h, w], downsample) of a :class:`~napari_histoai.io.SlideImage`, computed on
+    the coarsest level no larger than needed (level-0 px per mask px = downsample)."""
+    small, ds = thumbnail(slide, max_side)
+    return tissue_mask_from_rgb(small), ds
 
 
 def tile_has_tissue(mask: np.ndarray, downsample: float, y0: float, x0: float, y1: float, x1: float,

@@ -84,6 +84,8 @@ class ACFormerConfig:
     tile_size: int = 128                # inference tile = the training view size: the sine position
     overlap: int = 32                   # embeddings are relative to the input size (see README)
     windowed: bool = False              # backbone once per large tile, transformer on tile_size windows
+    stain_target: list = None           # [[mean OD R, G, B], [std OD R, G, B]] of the training images;
+                                        # inputs are matched to it (methods/stain.py); None = off
 
     def to_dict(self) -> dict:
         d = asdict(self)

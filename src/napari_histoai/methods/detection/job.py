@@ -1,7 +1,8 @@
 """The tiled detect job: any detector over any image region or whole slide.
 
 It owns what every detector shares: choosing the pyramid level closest to the detector's
-resolution and resampling tiles to it, skipping background tiles (tissue mask), batching,
+resolution and resampling tiles to it, skipping background tiles (tissue mask), matching the
+slide's stain to the detector's training stain (detectors with ``adapt_stain``), batching,
 seam-safe stitching, and mapping points back to level-0 pixels.
 """
 
@@ -94,6 +95,11 @@ def detect_job(
         keep = [t for t in tiles if tile_has_tissue(mask, mds, t.cy0 * ds, t.cx0 * ds, t.cy1 * ds, t.cx1 * ds)]
         skipped = len(tiles) - len(keep)
         tiles = keep
+    if hasattr(detector, "adapt_stain"):
+        # match the slide's stain to the training images once (thumbnail, tissue only)
+        from ..stain import slide_od_stats
+
+        detector.adapt_stain(slide_od_stats(image) if detector.stain_target is not None else None)
     total = len(tiles)
     yield Progress(0, total, f"{total} tiles" + (f" ({skipped} background skipped)" if skipped else ""))
     per_tile = []

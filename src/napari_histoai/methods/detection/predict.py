@@ -109,6 +109,19 @@ class ACFormerDetector:
         self.batch_size = batch_size
         self.windowed = bool(getattr(cfg, "windowed", False) if windowed is None else windowed)
         self.set_window(int(cfg.tile_size), int(cfg.overlap))
+        target = getattr(cfg, "stain_target", None)
+        self.stain_target = None if target is None else np.asarray(target, np.float64)
+        self.stain_lut = None
+
+    def adapt_stain(self, source_stats) -> None:
+        """Match the tiles that follow to the training stain: ``source_stats`` = OD statistics
+        [2, 3] of the image or slide being processed (:mod:`..stain`); None = no mapping. No-op
+        for models without a stain target."""
+        from ..stain import od_lut
+
+        self.stain_lut = None
+        if self.stain_target is not None and source_stats is not None:
+            self.stain_lut = od_lut(source_stats, self.stain_target)
 
     def set_window(self, window: int, overlap: int) -> None:
         """Set the network's input size and overlap (px); derives the detect job's ``tile_size``
@@ -133,6 +146,10 @@ class ACFormerDetector:
             for t in chunk:
                 if t.ndim != 3 or t.shape[2] < 3:
                     raise JobError(f"detector needs RGB tiles [H, W, 3], got shape {t.shape}")
+            if self.stain_lut is not None:
+                from ..stain import apply_lut
+
+                chunk = [apply_lut(t, self.stain_lut) for t in chunk]
             if self.use_windows:
                 from .windows import merge_seam_duplicates, window_layout, windowed_predict
 
@@ -162,12 +179,17 @@ def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int | None
                  overlap: int | None = None):
     """Points on a whole image at the detector's resolution, tiled like the detect job (default:
     the detector's ``tile_size`` / ``overlap``; the network itself always sees its own
-    ``window``), seam-safe via the engine's core assignment.
+    ``window``), seam-safe via the engine's core assignment; matched to the model's training
+    stain by the image's own statistics when the model has a stain target.
     -> (yx [N, 2] px, cls [N], score [N])."""
     from ...engine.tiling import tile_grid
 
     tile = int(detector.tile_size if tile is None else tile)
     overlap = int(detector.overlap if overlap is None else overlap)
+    if hasattr(detector, "adapt_stain"):
+        from ..stain import od_stats
+
+        detector.adapt_stain(od_stats(image) if detector.stain_target is not None else None)
     h, w = image.shape[:2]
     if h <= tile and w <= tile:
         return detector.predict_tiles([image])[0]

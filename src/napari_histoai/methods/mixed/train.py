@@ -223,6 +223,14 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
         split_holdout(it, m.val_fraction, m.holdout_block, seed)
         if not m.negatives:
             it.negative = np.zeros_like(it.negative)
+    if cfg.stain_target is not None:
+        # train on what the detector will see: each image matched to the training stain once; the
+        # job's own detectors then work on these images as they are (no second mapping)
+        from ..stain import apply_lut, od_lut, od_stats
+
+        for it in items:
+            it.image = apply_lut(it.image, od_lut(od_stats(it.image), cfg.stain_target))
+    det_cfg = cfg.replace(stain_target=None)
     avail_fine = any(it.has("fine") for it in items) or any(len(it.extra_points) for it in items)
     if not avail_fine and not m.pseudo:
         raise JobError("mark at least one reviewed region (with its points corrected) before training")
@@ -232,7 +240,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     opt = torch.optim.AdamW(_param_groups(model, views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def detector(threshold=None, merge=0.0):
-        d = ACFormerDetector(ema.module, cfg, name=name or out.name, device=device, threshold=threshold)
+        d = ACFormerDetector(ema.module, det_cfg, name=name or out.name, device=device, threshold=threshold)
         d.min_distance = merge
         return d
 

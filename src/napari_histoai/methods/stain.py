@@ -1,0 +1,71 @@
+"""Stain normalisation by optical-density statistics (Beer-Lambert), for detectors trained on one
+lab's H&E and run on another's.
+
+Per RGB channel, the optical density ``OD = -ln((I + 1) / 256)`` of tissue pixels is standardised
+to the mean and standard deviation that the model's training images had (Reinhard-style matching,
+done in OD space where stain amount is linear). The mapping is per channel and monotone, so it is
+a 256-entry lookup table per channel: computed once per image or slide (from its low-resolution
+thumbnail, tissue only) and applied to every tile for free.
+
+Statistics are float arrays [2, 3]: row 0 = mean OD, row 1 = OD standard deviation, per (R, G, B).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["od_stats", "od_lut", "apply_lut", "slide_od_stats", "mean_od_stats"]
+
+
+def _od(values: np.ndarray) -> np.ndarray:
+    return -np.log((np.asarray(values, np.float64) + 1.0) / 256.0)
+
+
+def od_stats(rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """OD mean and std per channel [2, 3] of an RGB uint8 image [H, W, >=3] over ``mask`` (bool
+    [H, W]; default: its tissue mask, or every pixel when that is nearly empty)."""
+    from ..engine.tissue import tissue_mask_from_rgb
+
+    rgb = np.asarray(rgb)[..., :3]
+    if mask is None:
+        mask = tissue_mask_from_rgb(rgb)
+    mask = np.asarray(mask, bool)
+    if mask.sum() < 100:
+        mask = np.ones(rgb.shape[:2], bool)
+    # a histogram per channel: exact, and memory-light for large thumbnails
+    out = np.zeros((2, 3))
+    v = _od(np.arange(256))
+    for c in range(3):
+        hist = np.bincount(rgb[..., c][mask].ravel(), minlength=256).astype(np.float64)
+        mean = (hist * v).sum() / hist.sum()
+        out[0, c] = mean
+        out[1, c] = np.sqrt(max((hist * (v - mean) ** 2).sum() / hist.sum(), 0.0))
+    return out
+
+
+def mean_od_stats(images) -> np.ndarray:
+    """Average of :func:`od_stats` over RGB images (a training set's stain target)."""
+    return np.mean([od_stats(im) for im in images], axis=0)
+
+
+def od_lut(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Lookup table [256, 3] uint8 mapping an image with OD statistics ``source`` to ``target``."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    v = _od(np.arange(256))[:, None]
+    od = (v - source[0]) / np.maximum(source[1], 1e-6) * target[1] + target[0]
+    return np.clip(np.round(256.0 * np.exp(-od) - 1.0), 0, 255).astype(np.uint8)
+
+
+def apply_lut(rgb: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, >=3] -> normalised RGB uint8 [H, W, 3]."""
+    rgb = np.asarray(rgb)
+    return np.stack([lut[rgb[..., c], c] for c in range(3)], axis=-1)
+
+
+def slide_od_stats(slide, max_side: int = 1024) -> np.ndarray:
+    """:func:`od_stats` of a :class:`~napari_histoai.io.SlideImage` from its low-resolution
+    thumbnail, tissue pixels only."""
+    from ..engine.tissue import thumbnail, tissue_mask_from_rgb
+
+    small, _ = thumbnail(slide, max_side)
+    return od_stats(small, tissue_mask_from_rgb(small))
