@@ -81,8 +81,9 @@ class ACFormerConfig:
     # --- inference ------------------------------------------------------------------------
     score_threshold: float = 0.5
     min_distance: float = 0.0           # optional merge of points closer than this (px); 0 = off
-    tile_size: int = 128                # inference tile = the training view size: the sine position
-    overlap: int = 32                   # embeddings are relative to the input size (see README)
+    tile_size: int = 128                # the network's input window at inference = the training view
+    overlap: int = 32                   # size (sine position embeddings and point refinement are relative
+                                        # to the input); overlap of neighbouring windows (px)
     windowed: bool = False              # backbone once per large tile, transformer on tile_size windows
     stain_target: list = None           # [[mean OD R, G, B], [std OD R, G, B]] of the training images;
                                         # inputs are matched to it (methods/stain.py); None = off
