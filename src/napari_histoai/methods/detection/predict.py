@@ -150,29 +150,33 @@ class ACFormerDetector:
                 from ..stain import apply_lut
 
                 chunk = [apply_lut(t, self.stain_lut) for t in chunk]
-            if self.use_windows:
-                from .windows import merge_seam_duplicates, window_layout, windowed_predict
-
-                step = self.window - self.window_overlap
-                shapes = [t.shape[:2] for t in chunk]
-                xs = [_pad(_tensor(t), window_layout(h, self.window, step)[0],
-                           window_layout(w, self.window, step)[0]).to(self.device) for t, (h, w) in zip(chunk, shapes)]
-                out = []
-                for p, q, win in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap):
-                    p, q = p.cpu().numpy(), q.float().cpu().numpy()
-                    k = q.max(-1) >= self.threshold
-                    k[k] = merge_seam_duplicates(p[k], q[k].max(-1), win.numpy()[k])
-                    out.append((p[k], q[k]))
-            else:
-                x, shapes = _to_batch(chunk, self.model.stride, self.device)
-                x = x.contiguous(memory_format=torch.channels_last)
-                pts, probs = predict_batch(self.model, x)
-                out = list(zip(pts, probs))
-            for (p, q), shp in zip(out, shapes):
-                p = p.cpu().numpy() if torch.is_tensor(p) else p
-                q = q.float().cpu().numpy() if torch.is_tensor(q) else q
-                results.append(postprocess(p, q, self.threshold, shp, self.min_distance))
+            out = self._windowed(chunk) if self.use_windows else self._lone(chunk)
+            for (p, q), t in zip(out, chunk):
+                results.append(postprocess(p, q, self.threshold, t.shape[:2], self.min_distance))
         return results
+
+    def _lone(self, chunk: list) -> list:
+        """Every tile through the whole network -> per tile (points [N, 2] px, probs [N, K])."""
+        x, _ = _to_batch(chunk, self.model.stride, self.device)
+        pts, probs = predict_batch(self.model, x.contiguous(memory_format=torch.channels_last))
+        return [(p.cpu().numpy(), q.float().cpu().numpy()) for p, q in zip(pts, probs)]
+
+    def _windowed(self, chunk: list) -> list:
+        """One backbone pass per tile, the transformer on its windows; proposals below the
+        threshold dropped and seam duplicates merged -> per tile (points [N, 2] px, probs [N, K])."""
+        from .windows import merge_seam_duplicates, window_layout, windowed_predict
+
+        step = self.window - self.window_overlap
+        shapes = [t.shape[:2] for t in chunk]
+        xs = [_pad(_tensor(t), window_layout(h, self.window, step)[0], window_layout(w, self.window, step)[0])
+              .to(self.device) for t, (h, w) in zip(chunk, shapes)]
+        out = []
+        for p, q, win in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap):
+            p, q = p.cpu().numpy(), q.float().cpu().numpy()
+            k = q.max(-1) >= self.threshold
+            k[k] = merge_seam_duplicates(p[k], q[k].max(-1), win.numpy()[k])
+            out.append((p[k], q[k]))
+        return out
 
 
 def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int | None = None,
