@@ -176,6 +176,9 @@ def model_card(cfg: dict) -> str:
     thr = f"{a['score_threshold']:g}"
     v = m.get("val_selected", {})
     fc = ", ".join(f"{c} {x:.3f}" for c, x in zip(cfg["classes"], v.get("f_c", [])))
+    stain = ("\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
+             "\n  and std per RGB channel over tissue, from the image's or slide's thumbnail)."
+             if a.get("stain_target") else "")
     return f"""# acformer-crc: default nuclei detector (AC-Former, compact)
 
 - **Method**: AC-Former (Huang et al., ICCV 2023): two-stage deformable point transformer with
@@ -188,9 +191,7 @@ def model_card(cfg: dict) -> str:
 - **Classes**: {', '.join(cfg['classes'])}. **Resolution**: {cfg['mpp']} µm/px (20x); other
   resolutions are resampled by the detect job. The network runs on {a['tile_size']} px windows (overlap
   {a['overlap']}{', one backbone pass per 5 x 5 windows' if a.get('windowed') else ''}), score threshold {thr}, duplicate merge distance {a['min_distance']:g} px (0 = off);
-  all chosen on val ({v.get('candidate', '')}). Inputs are matched to the training images' stain
-  (optical-density mean/std per RGB channel over tissue, from the image's or slide's thumbnail)
-  {'(on)' if a.get('stain_target') else '(off)'}.
+  all chosen on val ({v.get('candidate', '')}).{stain}
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
 - **Training**: {t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}
