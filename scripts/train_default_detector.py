@@ -211,8 +211,8 @@ def main() -> int:
     ap.add_argument("--log", default=None)
     ap.add_argument("--config", default="compact")
     ap.add_argument("--steps", type=int, default=4800,
-                    help="steps (default 4800: the compact config's 1600-step schedule stretched 3x, about 40 min "
-                         "on 2 free cores; 0 = the config's own)")
+                    help="steps (default 4800: the compact config's 1600-step schedule stretched 3x; 65 min of "
+                         "step time here, half of it on cores shared with other runs; 0 = the config's own)")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
