@@ -100,7 +100,7 @@ def run_baselines(data, names, gts):
 def run_method(rgb, cfg, device="cpu"):
     from napari_histoai.engine.jobs import run_job
     from napari_histoai.methods.contrastive import train_job
-    from napari_histoai.methods.contrastive.postprocess import mask_from_confidence, suggest_channel
+    from napari_histoai.methods.contrastive.postprocess import suggest_channel
     from napari_histoai.methods.contrastive.predict import confidence
 
     t0 = time.time()

@@ -55,7 +55,7 @@ def _load(split_dir: Path, classes, n: int | None = None):
 
 def _detect(detector, image: np.ndarray, mpp: float):
     from napari_histoai.engine.jobs import run_job
-    from napari_histoai.io.slide import from_array
+    from napari_histoai.io import from_array
     from napari_histoai.methods.detection.job import detect_job
 
     res = run_job(detect_job(from_array(image, mpp=mpp), detector, tissue_only=False))

@@ -24,7 +24,6 @@ to pick the bundled model's checkpoint and score threshold, so "before" is optim
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

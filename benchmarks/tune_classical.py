@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from napari_histoai.io.points import read_points_csv
-from napari_histoai.methods.classical import ClassicalDetector, ClassicalParams, hematoxylin
+from napari_histoai.methods.classical import ClassicalDetector, ClassicalParams
 from napari_histoai.metrics import detection_scores
 
 

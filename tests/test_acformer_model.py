@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_histoai.engine.jobs import JobError
+from napari_histoai.errors import JobError
 from napari_histoai.methods.detection.configs import ACFormerConfig, get_config
 from napari_histoai.methods.detection.model import build_model
 from napari_histoai.methods.detection.predict import KIND, load_acformer

@@ -1,13 +1,11 @@
 """A short training run on a real CRCHistoPhenotypes crop: the loss falls clearly; the CLI
 trains, saves and reloads a model."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from napari_histoai.engine.jobs import run_job
 from napari_histoai.methods.detection.configs import get_config
 from napari_histoai.methods.detection.data import load_folder, random_crop
 

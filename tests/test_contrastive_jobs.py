@@ -1,13 +1,14 @@
 """Contrastive segmenter end to end without a GUI: training job, restarts and selection,
 save/load, tiled labels, and ``histoai segment``."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from napari_histoai.engine.jobs import JobError, run_job
-from napari_histoai.methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model,
+from napari_histoai.errors import JobError
+
+from napari_histoai.engine.jobs import run_job
+from napari_histoai.methods.contrastive import (ContrastiveConfig, load_model, save_model,
                                                 segment_job, train_job, train_segmenter_job)
 
 from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)

@@ -1,6 +1,5 @@
 """Contrastive segmenter: network sizes, sampler behaviour, similarities, loss, post-processing."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

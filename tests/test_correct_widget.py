@@ -1,6 +1,5 @@
 """The 'Correct nuclei and train' dock in a real napari viewer (Xvfb via pytest-xvfb)."""
 
-import numpy as np
 import pytest
 
 pytest.importorskip("napari")

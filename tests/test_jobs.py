@@ -3,7 +3,8 @@
 import pytest
 
 from napari_histoai.engine.devices import pick_device
-from napari_histoai.engine.jobs import CancelFlag, Cancelled, JobError, Progress, run_job
+from napari_histoai.errors import CancelFlag, Cancelled, JobError
+from napari_histoai.engine.jobs import Progress, run_job
 
 
 def counting_job(n, log):

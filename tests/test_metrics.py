@@ -30,15 +30,37 @@ def test_hovernet_fc_by_hand():
     pred = np.array([[0, 1], [0, 21], [0, 41], [0, 61], [0, 200]], float)
     pc = np.array([0, 1, 1, 0, 0])
     s = M.classification_scores(pred, pc, gt, gc, n_classes=2, radius=6, ignore=2)
-    # matched pairs (pred,gt): (0,0):0/0, (1,1):1/0, (2,2):1/1, (3,3): gt unlabeled -> ignored for F_c
+    # matched pairs (pred/gt class): 0/0, 1/0, 1/1; pair 3 has an unlabeled truth -> not in F_c
     # unmatched pred 4 (class 0) -> FP_d for class 0; unmatched gt 4 (class 1) -> FN_d for class 1
-    # class 0: TP=1 (0/0), TN=1 (1/1), FP=0, FN=1 (gt0 pred1), FP_d=1, FN_d=0
-    f0 = 2 * (1 + 1) / (2 * (1 + 1) + 2 * 0 + 2 * 1 + 1 * 1 + 1 * 0)
-    # class 1: TP=1 (1/1), TN=1 (0/0), FP=1 (pred1 gt0), FN=0, FP_d=0, FN_d=1
-    f1 = 2 * (1 + 1) / (2 * (1 + 1) + 2 * 1 + 2 * 0 + 0 + 1)
-    assert s["f_c"][0] == pytest.approx(f0)
-    assert s["f_c"][1] == pytest.approx(f1)
+    # class 0 keeps the pairs involving 0: 0/0 (TP), 1/0 (FN); TN is 0 by construction
+    f0 = 2 * 1 / (2 * 1 + 2 * 0 + 2 * 1 + 1 * 1 + 1 * 0)
+    # class 1 keeps 1/0 (FP) and 1/1 (TP); FN_d = 1
+    f1 = 2 * 1 / (2 * 1 + 2 * 1 + 2 * 0 + 1 * 0 + 1 * 1)
+    assert s["f_c"][0] == pytest.approx(f0) == pytest.approx(0.4)
+    assert s["f_c"][1] == pytest.approx(f1) == pytest.approx(0.4)
     assert s["f_d"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 1))
+
+
+def test_fc_has_no_true_negatives_unlike_the_old_formula():
+    """Three classes, perfect classification of classes 1 and 2 but class 0 always called 1: the
+    reference F_c of class 0 is 0. The old formula counted every 1/1 and 2/2 pair as a true
+    negative of class 0 and reported 2/3 for a class the model never gets right."""
+    gt = np.array([[0, 20 * i] for i in range(6)], float)
+    gc = np.array([0, 0, 1, 1, 2, 2])
+    pc = np.array([1, 1, 1, 1, 2, 2])
+    s = M.classification_scores(gt + 0.5, pc, gt, gc, n_classes=3, radius=6)
+    assert s["f_c"][0] == 0.0
+    old_f0 = 2 * (0 + 4) / (2 * (0 + 4) + 2 * 0 + 2 * 2)  # TN_c = 4 under the old formula
+    assert old_f0 == pytest.approx(2 / 3) and s["f_c"][0] != pytest.approx(old_f0)
+    # class 1: TP 2, FP 2 (the class-0 nuclei called 1) -> 4 / (4 + 4)
+    assert s["f_c"][1] == pytest.approx(0.5)
+    assert s["f_c"][2] == pytest.approx(1.0)
+
+
+def test_radius_is_physical():
+    assert M.radius_px(0.5) == pytest.approx(6.0)    # 20x: the papers' 6 px
+    assert M.radius_px(0.25) == pytest.approx(12.0)  # 40x: HoVer-Net's 12 px
+    assert M.radius_px(None) == pytest.approx(6.0)
 
 
 def test_dice_and_aji_by_hand():

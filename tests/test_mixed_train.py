@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_histoai.engine.jobs import CancelFlag, Cancelled, run_job
+from napari_histoai.errors import CancelFlag, Cancelled
+
+from napari_histoai.engine.jobs import run_job
 from napari_histoai.methods.mixed.data import crop_at, ignore_mask, make_mixed_image, split_holdout, targets_of
 from napari_histoai.methods.mixed.train import MixedConfig, mixed_train_job, pseudo_label
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from napari_histoai.engine.jobs import JobError
+from napari_histoai.errors import JobError
 from napari_histoai.models import list_models, load_checkpoint, load_state_strict, save_checkpoint
 
 

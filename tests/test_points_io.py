@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_histoai.engine.jobs import JobError
+from napari_histoai.errors import JobError
 from napari_histoai.io.points import (
     read_points, read_points_csv, read_points_geojson, write_points_csv, write_points_geojson,
 )

@@ -1,6 +1,5 @@
 """The correction project store: round trip, atomic saves survive a kill."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -7,14 +7,23 @@ radius (px), as in SC-CNN / HoVer-Net / AC-Former evaluations.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
 __all__ = [
-    "pair_points", "detection_scores", "classification_scores", "dice", "iou_matrix",
+    "RADIUS_UM", "radius_px", "pair_points", "detection_scores", "classification_scores",
+    "pooled_classification_scores", "dice", "iou_matrix",
     "aji", "panoptic_quality", "object_f1",
 ]
+
+
+RADIUS_UM = 3.0  # pairing radius of the detection papers (6 px at 20x, 12 px at 40x)
+
+
+def radius_px(mpp: Optional[float], radius_um: float = RADIUS_UM) -> float:
+    """The pairing radius in px of an image of ``mpp`` µm/px (0.5 µm/px assumed when unknown)."""
+    return float(radius_um) / float(mpp or 0.5)
 
 
 def pair_points(pred: np.ndarray, gt: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -66,13 +75,17 @@ def classification_scores(
     ignore: int = -1,
     weights: Sequence[float] = (2, 2, 1, 1),
 ) -> dict:
-    """HoVer-Net's per-class F_c (Graham et al. 2019, eq. 5) plus F_d.
+    """Per-class F_c as HoVer-Net's reference evaluation computes it (``compute_stats.py``,
+    ``_f1_type``; Graham et al. 2019 eq. 5; AC-Former's evaluation follows it), plus F_d.
 
-    For class t over matched pairs: TP_c both t, TN_c both not t, FP_c pred t / gt not t,
-    FN_c gt t / pred not t; FP_d unmatched preds of class t, FN_d unmatched gts of class t.
-    F_c = 2(TP_c+TN_c) / (2(TP_c+TN_c) + w0 FP_c + w1 FN_c + w2 FP_d + w3 FN_d).
+    For class t, only the matched pairs where the truth *or* the prediction is t take part, so
+    TN_c (both not t) is always 0 there: TP_c both t, FP_c pred t / truth not t, FN_c truth t /
+    pred not t; FP_d unmatched predictions of class t, FN_d unmatched truths of class t.
+    F_c = 2 TP_c / (2 TP_c + w0 FP_c + w1 FN_c + w2 FP_d + w3 FN_d), weights (2, 2, 1, 1).
     Ground-truth points of class ``ignore`` (e.g. "unlabeled") count for detection only: their
-    pairs and their misses are left out of every F_c. Returns {"f_d", "f_c": [K], "mean_f_c", ...}.
+    pairs and their misses are left out of every F_c. ``radius`` is in the points' px (the
+    papers' protocol: 3 µm, i.e. 6 px at 0.5 µm/px; see :func:`radius_px`).
+    Returns {"f_d", "f_c": [K], "mean_f_c", ...}.
     """
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
@@ -89,13 +102,13 @@ def classification_scores(
     w0, w1, w2, w3 = weights
     f_c = []
     for t in range(n_classes):
-        tp = np.sum((pc == t) & (gc == t))
-        tn = np.sum((pc != t) & (gc != t))
-        fp = np.sum((pc == t) & (gc != t))
-        fn = np.sum((pc != t) & (gc == t))
+        sel = (pc == t) | (gc == t)  # the reference keeps only the pairs involving class t
+        tp = np.sum((pc[sel] == t) & (gc[sel] == t))
+        fp = np.sum((pc[sel] == t) & (gc[sel] != t))
+        fn = np.sum((pc[sel] != t) & (gc[sel] == t))
         fpd = np.sum(pred_cls[um_pred] == t)
         fnd = np.sum((gt_cls[um_gt] == t))
-        num = 2 * (tp + tn)
+        num = 2 * tp
         den = num + w0 * fp + w1 * fn + w2 * fpd + w3 * fnd
         f_c.append(float(num / den) if den else float("nan"))
     f_c_arr = np.array(f_c)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .engine.jobs import JobError
+from .errors import JobError
 from .bundled import resources_dir
 
 WEIGHTS = "weights.safetensors"

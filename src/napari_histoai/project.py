@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .engine.jobs import JobError
+from .errors import JobError
 from .io.atomic import atomic_write_text
 
 __all__ = ["Project", "ProjectPoints", "project_dir_for", "REVIEWED", "NO_TARGET", "SOURCES"]

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..engine.jobs import Cancelled, JobError
+    from ..errors import Cancelled, JobError
 
     parser = build_parser()
     args = parser.parse_args(argv)

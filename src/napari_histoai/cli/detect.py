@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..engine.jobs import JobError
+from ..errors import JobError
 
 
 def parse_region(text: str | None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from ..engine.jobs import JobError
+from ..errors import JobError
 
 
 def _channel(text: str):

@@ -71,12 +71,13 @@ def run(args) -> int:
 
         return run_project(args)
     if not (args.images and args.points):
-        from ..engine.jobs import JobError
+        from ..errors import JobError
 
         raise JobError("give --images and --points (folders), or --project DIR for correction projects")
 
     from ..engine.devices import pick_device
-    from ..engine.jobs import JobError, run_with_tqdm
+    from ..errors import JobError
+    from ..engine.jobs import run_with_tqdm
     from ..methods.detection.data import load_folder
     from ..methods.detection.train import train_job
 

@@ -15,7 +15,7 @@ def pick_device(name: str = "auto"):
     """
     import torch
 
-    from .jobs import JobError
+    from ..errors import JobError
 
     name = (name or "auto").lower()
     if name not in DEVICE_CHOICES:

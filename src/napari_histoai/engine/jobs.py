@@ -5,8 +5,9 @@ A *job* is a generator function. It ``yield``s :class:`Progress` items between u
 
 * a front end that iterates the generator stops iterating and calls ``close()``: the job sees
   ``GeneratorExit`` at its current ``yield`` and ``finally`` blocks clean up;
-* a job can also be handed a :class:`CancelFlag` (e.g. by a thread that cannot close it) and
-  checks it via :func:`check_cancel` between steps, raising :class:`Cancelled`.
+* a job can also be handed a :class:`~napari_histoai.errors.CancelFlag` (e.g. by a thread that
+  cannot close it) and checks it via :func:`~napari_histoai.errors.check_cancel` between steps,
+  raising :class:`~napari_histoai.errors.Cancelled`.
 
 Napari's ``thread_worker`` runs generator functions natively (``worker.quit()`` closes the
 generator at the next yield); :func:`run_job` below is the CLI / batch / test runner.
@@ -14,11 +15,12 @@ generator at the next yield); :func:`run_job` below is the CLI / batch / test ru
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Optional
 
-__all__ = ["Progress", "Cancelled", "CancelFlag", "JobError", "Job", "run_job", "check_cancel"]
+from ..errors import CancelFlag, Cancelled
+
+__all__ = ["Progress", "Job", "run_job", "run_with_tqdm"]
 
 
 @dataclass(frozen=True)
@@ -34,36 +36,6 @@ class Progress:
     @property
     def fraction(self) -> float:
         return 0.0 if self.total <= 0 else min(1.0, self.done / self.total)
-
-
-class Cancelled(Exception):
-    """Raised inside a job when its cancel flag is set."""
-
-
-class JobError(Exception):
-    """A user-facing error: bad input, unreadable file, wrong model. The message is one line
-    meant to be shown verbatim (napari notification, CLI stderr)."""
-
-
-class CancelFlag:
-    """A thread-safe cancel request, shared between a front end and a running job."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    __bool__ = is_set
-
-
-def check_cancel(flag: Optional[CancelFlag]) -> None:
-    """Raise :class:`Cancelled` if ``flag`` is set (no-op for ``None``)."""
-    if flag is not None and flag.is_set():
-        raise Cancelled("cancelled by the user")
 
 
 Job = Generator[Progress, None, Any]

@@ -9,7 +9,7 @@ and lets objects that cross a core border be seen whole by one tile.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from ..engine.jobs import JobError
-from .slide import SlideImage, open_image
+from ..errors import JobError
+from .image import SlideImage
+from .open import open_image
 
 _EXT = (".svs", ".ndpi", ".tif", ".tiff", ".scn", ".mrxs", ".vms", ".bif", ".zarr", ".btf", ".qptiff")
 # single-level images larger than this (px per side) get lazy display levels

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .slide import SlideImage
+from .image import SlideImage
 
 
 def openslide_available() -> bool:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.jobs import JobError
-from .slide import MAX_IN_MEMORY_PIXELS, SlideImage
+from ..errors import JobError
+from .image import MAX_IN_MEMORY_PIXELS, SlideImage
 
 
 def open_pillow(path: Path) -> SlideImage:

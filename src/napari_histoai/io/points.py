@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..classes import class_color
-from ..engine.jobs import JobError
+from ..errors import JobError
 from .atomic import atomic_write_text
 
 

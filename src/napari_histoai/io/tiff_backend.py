@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from .slide import SlideImage, magnification_from_mpp
+from .image import SlideImage, magnification_from_mpp
 
 # microscopy resolutions we believe (µm/px); 72-dpi defaults from generic writers are not
 _MPP_RANGE = (0.01, 50.0)

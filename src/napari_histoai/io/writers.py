@@ -100,7 +100,7 @@ def write_labels_ometiff(path: str | os.PathLike, labels, mpp: Optional[float] =
     zlib-compressed OME-TIFF; large label images get a nearest-neighbour pyramid."""
     labels = labels if hasattr(labels, "shape") else np.asarray(labels)
     if getattr(labels, "ndim", 2) != 2:
-        from ..engine.jobs import JobError
+        from ..errors import JobError
 
         raise JobError(f"labels must be 2D (Y, X), got shape {tuple(labels.shape)}")
     mx = int(np.asarray(labels.max()))

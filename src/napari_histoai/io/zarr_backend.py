@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .slide import SlideImage, magnification_from_mpp
+from .image import SlideImage, magnification_from_mpp
 
 
 def open_ome_zarr(path: Path) -> SlideImage:

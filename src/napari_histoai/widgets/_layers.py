@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from ..classes import color_map
-from ..engine.jobs import JobError
+from ..errors import JobError
 
 POINT_DIAMETER_UM = 5.0  # drawn size of a nucleus marker (µm)
 
@@ -29,7 +29,7 @@ def image_from_layer(layer):
     """A :class:`~napari_histoai.io.SlideImage` for an Image layer: reopened lazily from its file
     when our reader opened it, else wrapped around the layer's (multiscale) data."""
     from ..io import open_image
-    from ..io.slide import from_array
+    from ..io import from_array
 
     md = getattr(layer, "metadata", {}) or {}
     path = md.get("histoai_path")

@@ -16,7 +16,9 @@ from typing import Any, Callable, Optional
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..engine.jobs import CancelFlag, Cancelled, JobError, Progress, run_job
+from ..errors import CancelFlag, Cancelled, JobError
+
+from ..engine.jobs import Progress, run_job
 
 log = logging.getLogger(__name__)
 

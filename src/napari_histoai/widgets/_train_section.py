@@ -12,7 +12,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.devices import DEVICE_CHOICES
-from ..engine.jobs import JobError
+from ..errors import JobError
 from ._loss_plot import LossPlot
 from ._runner import JobPanel, notify_error
 

@@ -15,7 +15,7 @@ import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..engine.jobs import JobError
+from ..errors import JobError
 from ..project import NO_TARGET, REVIEWED, Project, project_dir_for
 from ._palette import ClassPalette
 from ._runner import notify_error

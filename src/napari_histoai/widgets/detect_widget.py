@@ -13,7 +13,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.devices import DEVICE_CHOICES
 from ..engine.geometry import points_in_polygons, polygons_bbox
-from ..engine.jobs import JobError
+from ..errors import JobError
 from ..methods.detection.job import detect_image_job
 from ..methods.detection.registry import available_detectors
 from ..models import on_models_changed

@@ -16,7 +16,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.devices import DEVICE_CHOICES, pick_device
 from ..engine.geometry import polygons_bbox
-from ..engine.jobs import JobError
+from ..errors import JobError
 from ..methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model, segment_job,
                                    train_segmenter_job)
 from ._layers import image_from_layer, layer_mpp, shapes_polygons, visible_region

@@ -16,7 +16,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ...engine.jobs import JobError, Progress
+from ...errors import JobError
+
+from ...engine.jobs import Progress
 from ...engine.tiling import LabelStitcher, tile_grid
 from .network import build
 from .postprocess import labels_from_confidence
@@ -52,7 +54,7 @@ class SegmenterModel:
 
 
 def as_slide(image):
-    from ...io.slide import SlideImage, from_array
+    from ...io import SlideImage, from_array
 
     if isinstance(image, SlideImage):
         slide = image

@@ -22,7 +22,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ...engine.jobs import JobError, Progress
+from ...errors import JobError
+
+from ...engine.jobs import Progress
 from .loss import contrastive_loss
 from .network import build
 from .predict import resample, to_input

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...engine.jobs import JobError
+from ...errors import JobError
 from ..fusestyle import FuseStyle
 
 __all__ = ["Backbone", "build_backbone", "load_backbone_weights"]

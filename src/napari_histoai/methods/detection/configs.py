@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from ...engine.jobs import JobError
+from ...errors import JobError
 
 __all__ = ["ACFormerConfig", "CONFIGS", "get_config", "CLASSES"]
 

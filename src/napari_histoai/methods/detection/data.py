@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...engine.jobs import JobError
+from ...errors import JobError
 
 __all__ = ["PointImage", "read_points_csv", "load_folder", "resample", "random_crop", "IMAGE_EXTS"]
 

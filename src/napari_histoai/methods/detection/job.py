@@ -13,7 +13,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ...engine.jobs import Job, JobError, Progress
+from ...errors import JobError
+
+from ...engine.jobs import Job, Progress
 from ...engine.tiling import stitch_points, tile_grid
 from ...engine.tissue import tile_has_tissue, tissue_mask
 

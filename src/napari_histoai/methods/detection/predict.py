@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...engine.jobs import JobError
+from ...errors import JobError
 from .configs import ACFormerConfig
 
 __all__ = ["KIND", "ACFormerDetector", "load_acformer", "predict_batch", "detect_image", "postprocess"]

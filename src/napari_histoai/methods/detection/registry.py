@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...engine.jobs import JobError
+from ...errors import JobError
 
 CLASSICAL = "classical"
 ACFORMER_KIND = "acformer-detector"

@@ -17,7 +17,6 @@ and plain values only, read with ``weights_only=True``).
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,7 +24,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ...engine.jobs import CancelFlag, JobError, Progress, check_cancel
+from ...errors import CancelFlag, JobError, check_cancel
+
+from ...engine.jobs import Progress
 from .aat import build_view_generator, transform_points
 from .configs import ACFormerConfig
 from .data import PointImage, random_crop

@@ -44,7 +44,7 @@ def add_project_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def mixed_config(args):
-    from ...engine.jobs import JobError
+    from ...errors import JobError
     from .train import MixedConfig
 
     try:
@@ -62,7 +62,7 @@ def mixed_config(args):
 
 
 def open_projects(paths) -> list:
-    from ...engine.jobs import JobError
+    from ...errors import JobError
     from ...project import SUFFIX, Project
 
     out = []
@@ -79,7 +79,8 @@ def open_projects(paths) -> list:
 
 def run_project(args) -> int:
     """Run the project training; prints a JSON summary on stdout. Returns the exit code."""
-    from ...engine.jobs import JobError, run_with_tqdm
+    from ...errors import JobError
+    from ...engine.jobs import run_with_tqdm
     from ..detection.registry import default_detector
     from .job import train_corrections_job
 

@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ...engine.jobs import JobError, Progress
+from ...errors import JobError
+
+from ...engine.jobs import Progress
 from .train import MixedConfig, mixed_train_job
 
 __all__ = ["check_model_name", "model_output", "train_corrections_job", "Snapshot"]

@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...engine.jobs import JobError
+from ...errors import JobError
 from .data import MixedImage, make_mixed_image
 
 __all__ = ["training_area", "mixed_image_from", "mixed_image_from_project"]

@@ -21,7 +21,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ...engine.jobs import CancelFlag, JobError, Progress, check_cancel
+from ...errors import CancelFlag, JobError, check_cancel
+
+from ...engine.jobs import Progress
 from ..detection.train import optimizer_step
 from .criterion import WeightedCriterion
 from .data import (MixedImage, crop_at, holdout_truth, ignore_mask, sample_crop, split_holdout, targets_of,
