@@ -54,12 +54,9 @@ def _load(split_dir: Path, classes, n: int | None = None):
 
 
 def _detect(detector, image: np.ndarray, mpp: float):
-    from napari_histoai.engine.jobs import run_job
-    from napari_histoai.io import from_array
-    from napari_histoai.methods.detection.job import detect_job
+    from napari_histoai.engine.inference import infer_array
 
-    res = run_job(detect_job(from_array(image, mpp=mpp), detector, tissue_only=False))
-    return res.points, res.class_ids, res.scores
+    return infer_array(detector, image, mpp=mpp).arrays()
 
 
 def score_split(detector, items, image_mpp: float, radius: float) -> dict:

@@ -90,14 +90,14 @@ def load(split="val", limit=None):
 def score(detector, images, users, classes) -> dict:
     """Pooled F_d / mean F_c on the unreviewed rest of every image."""
     from napari_histoai.engine.geometry import points_in_polygons
-    from napari_histoai.methods.detection.predict import detect_image
+    from napari_histoai.engine.inference import infer_array
     from napari_histoai.metrics import pooled_classification_scores
 
     index = {c: i for i, c in enumerate(classes)}
 
     def rest():
         for (name, im, yx, names), (quad, neg) in zip(images, users):
-            p, c, _s = detect_image(detector, im)  # tiles of the model's tile size
+            p, c, _s = infer_array(detector, im).arrays()  # tiles of the model's tile size
             excl = [quad] + neg
             kp = ~points_in_polygons(p, excl)
             kg = ~points_in_polygons(yx, excl)

@@ -68,13 +68,13 @@ def train(args) -> int:
 def _raw_detections(det, items, tile: int, overlap: int, windowed: bool):
     """Detections at a low threshold with the network on ``tile`` px windows (lone windows, or
     one backbone pass per large tile when ``windowed``) -> (per-image results, CPU seconds)."""
-    from napari_histoai.methods.detection.predict import detect_image
+    from napari_histoai.engine.inference import infer_array
 
     det.threshold, det.min_distance = 0.05, 0.0
     det.windowed = windowed
     det.set_window(tile, overlap)
     t = time.process_time()
-    raw = [detect_image(det, it.image) for it in items]
+    raw = [infer_array(det, it.image).arrays() for it in items]
     return raw, time.process_time() - t
 
 

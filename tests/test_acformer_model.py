@@ -117,7 +117,8 @@ def test_pixel_position_embeddings_do_not_depend_on_input_size():
 def test_whole_image_detection_runs_at_the_models_tile_size(tiny):
     """A 300 px image is cut into the model's 128 px tiles (the size its position embeddings were
     trained at), never fed whole: whole-image scoring once dropped F_d from 0.67 to 0.03."""
-    from napari_histoai.methods.detection.predict import ACFormerDetector, detect_image
+    from napari_histoai.engine.inference import infer_array
+    from napari_histoai.methods.detection.predict import ACFormerDetector
 
     cfg, model = tiny
     det = ACFormerDetector(model, cfg.replace(tile_size=128, overlap=16), threshold=0.0)
@@ -125,7 +126,7 @@ def test_whole_image_detection_runs_at_the_models_tile_size(tiny):
     orig = det.predict_tiles
     det.predict_tiles = lambda tiles: (seen.extend(t.shape[:2] for t in tiles), orig(tiles))[1]
     img = (np.random.default_rng(0).random((300, 300, 3)) * 255).astype(np.uint8)
-    yx, cls, score = detect_image(det, img)
+    yx, cls, score = infer_array(det, img).arrays()
     assert len(seen) > 1 and max(max(s) for s in seen) <= 128
     assert len(yx) == len(cls) == len(score) and len(yx) > 0
     assert (yx >= -0.5).all() and (yx < 299.5).all()

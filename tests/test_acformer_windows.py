@@ -73,18 +73,18 @@ def test_windowed_detection_finds_the_same_nuclei_on_a_real_image(data_dir, one_
 
 
 def test_seam_duplicates_from_different_windows_are_merged():
-    from napari_histoai.methods.detection.windows import merge_seam_duplicates
+    from napari_histoai.engine.merge import suppress_close
 
     pts = np.array([[10.0, 95.0], [10.0, 96.5], [40.0, 40.0], [41.0, 40.0], [80.0, 80.0]])
     scores = np.array([0.4, 0.7, 0.5, 0.6, 0.9])
     wins = np.array([0, 1, 0, 0, 3])
-    keep = merge_seam_duplicates(pts, scores, wins)
+    keep = suppress_close(pts, scores, 3.0, groups=wins)
     # the seam pair (windows 0 and 1) keeps the higher score; a close pair inside one window is
     # the model's own business (the optional min_distance merge), not a seam duplicate
     assert keep.tolist() == [False, True, True, True, True]
 
 
 def _whole(det, img):
-    from napari_histoai.methods.detection.predict import detect_image
+    from napari_histoai.engine.inference import infer_array
 
-    return detect_image(det, img)
+    return infer_array(det, img).arrays()

@@ -35,7 +35,8 @@ def test_detector_finds_the_same_nuclei_on_a_restained_image(data_dir, one_torch
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
-    from napari_histoai.methods.detection.predict import detect_image, load_acformer
+    from napari_histoai.engine.inference import infer_array
+    from napari_histoai.methods.detection.predict import load_acformer
 
     def agreement(a, b):
         d = cdist(a, b)
@@ -46,10 +47,10 @@ def test_detector_finds_the_same_nuclei_on_a_restained_image(data_dir, one_torch
     other = restain(img)
     det = load_acformer("acformer-crc", device="cpu")
     assert det.stain_target is not None                           # the bundled model matches stains
-    ref = detect_image(det, img)[0]
-    matched = detect_image(det, other)[0]
+    ref = infer_array(det, img).points
+    matched = infer_array(det, other).points
     det.stain_target = None                                       # the same network without matching
-    raw = detect_image(det, other)[0]
+    raw = infer_array(det, other).points
     assert len(ref) > 100
     assert agreement(ref, matched) >= 0.8
     assert agreement(ref, matched) > agreement(ref, raw) + 0.1

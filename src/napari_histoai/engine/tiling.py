@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .merge import suppress_close
+
 __all__ = ["Tile", "tile_grid", "stitch_points", "LabelStitcher"]
 
 
@@ -104,8 +106,6 @@ def stitch_points(
     ``merge_radius`` px (the same nucleus localised slightly differently on either side of a
     seam) are merged, keeping the higher score. Returns (points [M, 2], classes [M], scores [M]).
     """
-    from scipy.spatial import cKDTree
-
     pts, cls, scs, src = [], [], [], []
     for tile, p, c, s in per_tile:
         p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
@@ -117,17 +117,8 @@ def stitch_points(
     if not pts:
         return np.zeros((0, 2)), np.zeros(0, dtype=np.int64), np.zeros(0)
     p, c, s, t = (np.concatenate(a) for a in (pts, cls, scs, src))
-    if len(p) < 2 or merge_radius <= 0:
-        return p, c.astype(np.int64), s
-    order = np.argsort(-s, kind="stable")
-    p, c, s, t = p[order], c[order], s[order], t[order]
-    alive = np.ones(len(p), dtype=bool)
-    tree = cKDTree(p)
-    for i, j in sorted(tree.query_pairs(merge_radius)):
-        # i < j, so i has the higher (or equal) score; only merge across tiles
-        if alive[i] and alive[j] and t[i] != t[j]:
-            alive[j] = False
-    return p[alive], c[alive].astype(np.int64), s[alive]
+    keep = suppress_close(p, s, merge_radius, groups=t)
+    return p[keep], c[keep].astype(np.int64), s[keep]
 
 
 class LabelStitcher:

@@ -34,7 +34,7 @@ def hematoxylin(rgb: np.ndarray) -> np.ndarray:
 
 
 class ClassicalDetector:
-    """Detector protocol implementation (see :mod:`.detection.base`)."""
+    """A point detector of the engine's protocol (:mod:`napari_histoai.engine.protocols`)."""
 
     name = "classical"
     classes = ["nucleus"]

@@ -1,1 +1,1 @@
-"""Nuclei point detection: the detector protocol, the tiled detect job, AC-Former."""
+"""Nuclei point detection: AC-Former (model, training, windowed inference), the detector registry and the detect job."""

@@ -1,9 +1,9 @@
 """Inference with a trained AC-Former (the global / EMA network, last decoder layer).
 
-``load_acformer(name_or_path, device)`` returns an :class:`ACFormerDetector` implementing the
-:class:`~.base.Detector` protocol; the lead's tiled detect job does tiling, resampling to
-``detector.mpp`` and seam stitching. ``detect_image`` runs one whole (moderate-size) image at
-the model's resolution, used for validation and benchmarks.
+``load_acformer(name_or_path, device)`` returns an :class:`ACFormerDetector`, a point detector
+of the engine's protocol (:mod:`napari_histoai.engine.protocols`): the engine's ``infer`` does
+the tiling, resampling to ``detector.mpp`` and seam stitching, and calls its ``prepare`` hook,
+which matches the slide's stain to the training stain.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ...errors import JobError
 from .configs import ACFormerConfig
 
-__all__ = ["KIND", "ACFormerDetector", "load_acformer", "predict_batch", "detect_image", "postprocess"]
+__all__ = ["KIND", "ACFormerDetector", "load_acformer", "predict_batch", "postprocess", "merge_close_points"]
 
 KIND = "acformer-detector"
 
@@ -47,18 +47,11 @@ def postprocess(points: np.ndarray, probs: np.ndarray, threshold: float, shape: 
 
 
 def merge_close_points(points: np.ndarray, cls: np.ndarray, score: np.ndarray, min_distance: float):
-    """Of points closer than ``min_distance`` px keep the higher score (0 = off); sorted by score."""
-    if min_distance <= 0 or len(points) < 2:
-        return points, cls, score
-    from scipy.spatial import cKDTree
+    """Of points closer than ``min_distance`` px keep the higher score (0 = off)."""
+    from ...engine.merge import suppress_close
 
-    order = np.argsort(-score)
-    points, cls, score = points[order], cls[order], score[order]
-    alive = np.ones(len(points), bool)
-    for i, j in sorted(cKDTree(points).query_pairs(min_distance)):
-        if alive[i] and alive[j]:
-            alive[j] = False
-    return points[alive], cls[alive], score[alive]
+    keep = suppress_close(points, score, min_distance)
+    return points[keep], cls[keep], score[keep]
 
 
 def _tensor(tile: np.ndarray) -> torch.Tensor:
@@ -85,7 +78,8 @@ def _to_batch(tiles: Sequence[np.ndarray], stride: int, device) -> tuple[torch.T
 
 
 class ACFormerDetector:
-    """A loaded AC-Former (``Detector`` protocol). ``batch_size`` tiles per forward pass.
+    """A loaded AC-Former (the engine's point-detector protocol). ``batch_size`` tiles per
+    forward pass.
 
     The network runs on ``window`` px inputs (its config's ``tile_size``: the view size it was
     trained at) overlapping by ``window_overlap`` px. With ``windowed`` (config default) the detect job
@@ -112,6 +106,13 @@ class ACFormerDetector:
         target = getattr(cfg, "stain_target", None)
         self.stain_target = None if target is None else np.asarray(target, np.float64)
         self.stain_lut = None
+
+    def prepare(self, thumbnail: np.ndarray, tissue: np.ndarray) -> None:
+        """Engine hook, once per image or slide: match its stain (OD statistics of the tissue in
+        its thumbnail) to the training images' (no-op for models without a stain target)."""
+        from ..stain import od_stats
+
+        self.adapt_stain(od_stats(thumbnail, tissue) if self.stain_target is not None else None)
 
     def adapt_stain(self, source_stats) -> None:
         """Match the tiles that follow to the training stain: ``source_stats`` = OD statistics
@@ -164,7 +165,8 @@ class ACFormerDetector:
     def _windowed(self, chunk: list) -> list:
         """One backbone pass per tile, the transformer on its windows; proposals below the
         threshold dropped and seam duplicates merged -> per tile (points [N, 2] px, probs [N, K])."""
-        from .windows import merge_seam_duplicates, window_layout, windowed_predict
+        from ...engine.merge import suppress_close
+        from .windows import SEAM_MERGE_PX, window_layout, windowed_predict
 
         step = self.window - self.window_overlap
         shapes = [t.shape[:2] for t in chunk]
@@ -174,37 +176,9 @@ class ACFormerDetector:
         for p, q, win in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap):
             p, q = p.cpu().numpy(), q.float().cpu().numpy()
             k = q.max(-1) >= self.threshold
-            k[k] = merge_seam_duplicates(p[k], q[k].max(-1), win.numpy()[k])
+            k[k] = suppress_close(p[k], q[k].max(-1), SEAM_MERGE_PX, groups=win.numpy()[k])
             out.append((p[k], q[k]))
         return out
-
-
-def detect_image(detector: ACFormerDetector, image: np.ndarray, tile: int | None = None,
-                 overlap: int | None = None):
-    """Points on a whole image at the detector's resolution, tiled like the detect job (default:
-    the detector's ``tile_size`` / ``overlap``; the network itself always sees its own
-    ``window``), seam-safe via the engine's core assignment; matched to the model's training
-    stain by the image's own statistics when the model has a stain target.
-    -> (yx [N, 2] px, cls [N], score [N])."""
-    from ...engine.tiling import tile_grid
-
-    tile = int(detector.tile_size if tile is None else tile)
-    overlap = int(detector.overlap if overlap is None else overlap)
-    if hasattr(detector, "adapt_stain"):
-        from ..stain import od_stats
-
-        detector.adapt_stain(od_stats(image) if detector.stain_target is not None else None)
-    h, w = image.shape[:2]
-    if h <= tile and w <= tile:
-        return detector.predict_tiles([image])[0]
-    grid = tile_grid(image.shape, tile=tile, overlap=overlap)
-    res = detector.predict_tiles([image[t.y0:t.y1, t.x0:t.x1] for t in grid])
-    P, C, S = [], [], []
-    for t, (p, c, s) in zip(grid, res):
-        g = p + np.array([t.y0, t.x0], dtype=np.float32)
-        k = t.core_contains(g[:, 0], g[:, 1])
-        P.append(g[k]), C.append(c[k]), S.append(s[k])
-    return np.concatenate(P), np.concatenate(C), np.concatenate(S)
 
 
 def model_from_state(state: dict, config: dict, what: str = "AC-Former"):

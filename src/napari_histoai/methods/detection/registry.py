@@ -27,7 +27,7 @@ def default_detector() -> str:
 
 
 def load_detector(name_or_path: str, device: str = "auto"):
-    """A ready :class:`~.base.Detector` from a name (see :func:`available_detectors`) or a
+    """A ready point detector (:mod:`napari_histoai.engine.protocols`) from a name (see :func:`available_detectors`) or a
     model folder. Wrong-kind or corrupt models raise a one-line ``JobError``."""
     if str(name_or_path) == CLASSICAL:
         from ..classical import ClassicalDetector

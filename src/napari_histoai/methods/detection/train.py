@@ -33,7 +33,7 @@ from .data import PointImage, random_crop
 from .ema import ModelEMA
 from .loss import build_criterion
 from .model import build_model
-from .predict import KIND, ACFormerDetector, detect_image
+from .predict import KIND, ACFormerDetector
 
 __all__ = ["train_job", "evaluate", "state_dir", "RESUME_MAY_CHANGE"]
 
@@ -103,6 +103,7 @@ def _view_targets(targets: list, theta: torch.Tensor, m: int) -> list:
 def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.5,), radius: float = 6.0) -> dict:
     """F_d, per-class F_c and mean F_c on whole images, for each score threshold. Labels -1 count
     for detection only."""
+    from ...engine.inference import infer_array
     from ...metrics import pooled_classification_scores
 
     raw = []
@@ -110,7 +111,8 @@ def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.
     detector.threshold = min(thresholds)
     try:
         for it in items:
-            raw.append(detect_image(detector, it.image, tile=detector.tile_size, overlap=detector.overlap))
+            r = infer_array(detector, it.image)
+            raw.append((r.points, r.class_ids, r.scores))
     finally:
         detector.threshold = saved
     res = {}

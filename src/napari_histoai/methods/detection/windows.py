@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["window_layout", "check_window", "windowed_predict", "merge_seam_duplicates"]
+__all__ = ["window_layout", "check_window", "windowed_predict", "SEAM_MERGE_PX"]
 
 SEAM_MERGE_PX = 3.0  # the same nucleus localised on either side of a window seam (as the detect job's tiles)
 
@@ -114,18 +114,3 @@ def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, i
         results[i][1].append(probs_all[j][keep])
         results[i][2].append(torch.full((int(keep.sum()),), j, dtype=torch.long))
     return [(torch.cat(p, 0), torch.cat(q, 0), torch.cat(k, 0)) for p, q, k in results]
-
-
-def merge_seam_duplicates(points: np.ndarray, scores: np.ndarray, window_ids: np.ndarray,
-                          radius: float = SEAM_MERGE_PX) -> np.ndarray:
-    """Keep mask [N]: of two points from *different* windows closer than ``radius`` px (one
-    nucleus seen on both sides of a seam), drop the lower-scoring one."""
-    keep = np.ones(len(points), bool)
-    if len(points) < 2:
-        return keep
-    from scipy.spatial import cKDTree
-
-    for a, b in sorted(cKDTree(points).query_pairs(radius)):
-        if window_ids[a] != window_ids[b] and keep[a] and keep[b]:
-            keep[b if scores[a] >= scores[b] else a] = False
-    return keep

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ...engine.inference import infer
 from ...errors import CancelFlag, JobError, check_cancel
 
 from ...engine.jobs import Progress
@@ -87,29 +88,6 @@ def _model_config(arch: dict, m: MixedConfig):
     return cfg.replace(**over)
 
 
-def _predict(detector, image: np.ndarray, cancel=None):
-    """Tiled prediction over a whole (moderate) image; a generator yielding between tiles and
-    returning (yx, cls, score)."""
-    from ...engine.tiling import tile_grid
-
-    h, w = image.shape[:2]
-    tile = max(128, int(detector.tile_size))
-    grid = [None] if (h <= tile and w <= tile) else tile_grid(image.shape, tile=tile, overlap=int(detector.overlap))
-    P, C, S = [], [], []
-    for t in grid:
-        check_cancel(cancel)
-        if t is None:
-            p, c, s = detector.predict_tiles([image])[0]
-        else:
-            p, c, s = detector.predict_tiles([image[t.y0:t.y1, t.x0:t.x1]])[0]
-            p = p + np.array([t.y0, t.x0], np.float32)
-            k = t.core_contains(p[:, 0], p[:, 1])
-            p, c, s = p[k], c[k], s[k]
-        P.append(p), C.append(c), S.append(s)
-        yield
-    return np.concatenate(P).reshape(-1, 2), np.concatenate(C), np.concatenate(S)
-
-
 def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int, T: Optional[float] = None) -> dict:
     """Apply the E-step rules to one image's predictions; sets ``item.pseudo*``. -> stats.
     ``T`` overrides ``m.T`` (0.4 when both are None)."""
@@ -133,8 +111,8 @@ def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int, T
 def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int = 32) -> dict:
     """F_d / F_c of ``detector`` on the held-out reviewed blocks (points of class -1 count for
     detection only). Empty dict when nothing is held out."""
+    from ...engine.inference import infer_array
     from ...metrics import pooled_classification_scores
-    from ..detection.predict import detect_image
 
     def blocks():
         for it in items:
@@ -142,8 +120,8 @@ def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int
             for blk in it.holdout:
                 y0, x0, y1, x1 = blk
                 a0, b0, a1, b1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-                p, c, s = detect_image(detector, it.image[a0:a1, b0:b1])  # tiled at the model's tile size
-                p = p + np.array([a0, b0], np.float32)
+                r = infer_array(detector, it.image[a0:a1, b0:b1])  # tiled at the model's tile size
+                p, c = r.points + np.array([a0, b0]), r.class_ids
                 k = (p[:, 0] >= y0 - 0.5) & (p[:, 0] < y1 - 0.5) & (p[:, 1] >= x0 - 0.5) & (p[:, 1] < x1 - 0.5)
                 gt, gl = holdout_truth(it, blk)
                 yield p[k], c[k], gt, gl
@@ -259,7 +237,9 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
         if m.pseudo:
             det = detector(threshold=T if m.pseudo_floor is None else m.pseudo_floor, merge=m.pseudo_merge)
             for it in items:
-                yx, c, s = yield from _wrap(_predict(det, it.image, cancel), step, total, f"round {r}: pseudo labels on {it.name}")
+                res = yield from _relabel(infer(it.image, det, mpp=det.mpp, tissue_only=False, cancel=cancel),
+                                          step, total, f"round {r}: pseudo labels on {it.name}")
+                yx, c, s = res.points, res.class_ids, res.scores
                 stats[it.name] = pseudo_label(it, yx, c, s, m, cfg.crop_size, T)
             ema.module.eval()
         avail = [any(it.has(k) for it in items) for k in KINDS]
@@ -339,11 +319,11 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     return summary
 
 
-def _wrap(gen, step, total, message):
-    """Forward a sub-generator's pauses as Progress(step, total, message); return its value."""
+def _relabel(job, step, total, message):
+    """Forward a sub-job's pauses as Progress(step, total, message); return its value."""
     try:
         while True:
-            next(gen)
+            next(job)
             yield Progress(step, total, message)
     except StopIteration as stop:
         return stop.value
