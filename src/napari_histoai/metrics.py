@@ -7,7 +7,7 @@ radius (px), as in SC-CNN / HoVer-Net / AC-Former evaluations.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

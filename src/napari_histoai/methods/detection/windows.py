@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 __all__ = ["window_layout", "check_window", "windowed_predict", "SEAM_MERGE_PX"]
