@@ -72,18 +72,20 @@ def test_save_load_and_tiled_labels(tmp_path, monkeypatch):
     folder = save_model(res, tmp_path / "seg", mpp=0.25)
     model = load_model(folder)
     assert model.channel == res.channel and model.mpp == pytest.approx(0.25)
-    import napari_histoai.methods.contrastive.job as J
+    import napari_histoai.methods.contrastive.predict as P
 
     big = np.tile(img, (2, 2, 1))  # 384 px: several tiles of 256 with the engine's stitching
     one = run_job(segment_job(model, big, threshold=0.5))
-    monkeypatch.setattr(J, "LABEL_TILE", 256)
+    monkeypatch.setattr(P, "TILE", 256)
     tiled = run_job(segment_job(model, big, threshold=0.5, tissue_only=False))
+    assert tiled.n_tiles > 1 and one.n_tiles == 1
+    one, tiled = one.labels, tiled.labels
     assert one.shape == tiled.shape == (384, 384) and one.dtype == np.uint32
     from napari_histoai.metrics import dice
 
     assert dice(one > 0, tiled > 0) > 0.97
     region = run_job(segment_job(model, big, region=(10, 20, 110, 140)))
-    assert region.shape == (100, 120)
+    assert region.labels.shape == (100, 120) and region.origin == (10, 20)
     with pytest.raises(JobError):
         run_job(segment_job(model, big, channel=7))
 

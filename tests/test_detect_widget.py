@@ -79,6 +79,30 @@ def test_drawn_region_limits_detection(viewer_with_sample, qtbot):
     assert image in viewer.layers
 
 
+def test_pixel_size_is_shown_assumed_when_missing_and_editable(make_napari_viewer, data_dir, qtbot):
+    """A plain PNG has no µm/px: the dock says it is assumed, the summary states the pixel size
+    used, and a value the user types changes the scale of the detection (40x here)."""
+    from PIL import Image
+
+    viewer = make_napari_viewer()
+    rgb = np.asarray(Image.open(data_dir / "monuseg" / "train" / "images" / "TCGA-21-5784-01Z-00-DX1.png").convert("RGB"))
+    viewer.add_image(rgb[:400, :400], name="png", rgb=True)
+    w = dw.DetectWidget(viewer)
+    w.model_combo.setCurrentText("classical")
+    w.region_combo.setCurrentText(dw.REGION_WHOLE)
+    assert "assumed" in w.pixel_size.note.text() and w.pixel_size.override() is None
+    _run(w, qtbot)
+    assert w.last_result.mpp_source == "assumed" and "assumed" in w.summary.text()
+    n_assumed = len(w.last_result)
+    w.pixel_size.spin.setValue(0.25)  # the user knows it is 40x
+    assert w.pixel_size.override() == 0.25 and "set by you" in w.pixel_size.note.text()
+    _run(w, qtbot)
+    r = w.last_result
+    assert r.mpp == 0.25 and r.mpp_source == "given" and "0.25 µm/px (given)" in w.summary.text()
+    assert r.n_tiles >= 1 and len(r) != n_assumed  # the detector saw the image at its own scale
+    assert w.last_layer.metadata["mpp"] == 0.25
+
+
 def test_cancel_a_running_detection(make_napari_viewer, mosaic_slide, qtbot):
     viewer = make_napari_viewer()
     viewer.open(str(mosaic_slide), plugin="napari-histoai")

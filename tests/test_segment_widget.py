@@ -28,7 +28,7 @@ def make_widget(make_napari_viewer):
     from napari_histoai.widgets.segment_widget import SegmentWidget
 
     viewer = make_napari_viewer()
-    layer = viewer.add_image(he_crop(), name="he", rgb=True, scale=(0.25, 0.25))
+    layer = viewer.add_image(he_crop(), name="he", rgb=True, scale=(0.25, 0.25), units=("µm", "µm"))
     w = SegmentWidget(viewer)
     w.panel.sync = True
     w.k_spin.setValue(3)
@@ -70,11 +70,16 @@ def test_train_few_steps_then_make_labels(make_napari_viewer, tmp_path):
     assert lab is not None and lab in viewer.layers
     assert lab.data.shape == (160, 160) and lab.data.dtype == np.uint32
     assert tuple(lab.scale) == (0.25, 0.25)
+    # every layer the dock added carries the image's units: napari can render in µm (no
+    # "Inconsistent units across layers" warning on every confidence update)
+    assert all(tuple(str(u) for u in ly.units) == tuple(str(u) for u in layer.units) for ly in w.conf_layers + [lab])
+    assert viewer.layers.extent.units is not None
+    assert "0.25 µm/px" in w.summary.text()
 
     # save, load, apply to another image
     path = w.save_model(str(tmp_path / "segmenter"))
     assert (Path(path) / "config.json").exists()
-    viewer.add_image(he_crop(120), name="other", rgb=True)
+    viewer.add_image(he_crop(120), name="other", rgb=True, units=("µm", "µm"))
     w.image_combo.setCurrentText("other")
     assert w.load_model(str(path)) is not None
     assert w.threshold() == 0.4

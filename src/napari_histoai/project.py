@@ -26,6 +26,8 @@ import numpy as np
 
 from .errors import JobError
 from .io.atomic import atomic_write_text
+from .io.points import PointsTable as ProjectPoints  # a project's points: yx, classes, scores, sources
+from .io.points import points_csv_text, read_points_csv
 
 __all__ = ["Project", "ProjectPoints", "project_dir_for", "REVIEWED", "NO_TARGET", "SOURCES"]
 
@@ -40,48 +42,6 @@ def project_dir_for(image_path: str | os.PathLike) -> Path:
     """The project folder of an image file: ``<image path>.histoai`` next to it."""
     p = Path(image_path)
     return p.with_name(p.name.rstrip("/") + SUFFIX)
-
-
-@dataclass
-class ProjectPoints:
-    """yx [N, 2] level-0 px; classes / sources [N] str; scores [N] float."""
-
-    yx: np.ndarray
-    classes: list
-    scores: np.ndarray
-    sources: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.yx)
-
-
-def points_text(yx, classes: Sequence[str], scores=None, sources: Optional[Sequence[str]] = None) -> str:
-    yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
-    n = len(yx)
-    scores = np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
-    sources = ["model"] * n if sources is None else list(sources)
-    if not (len(classes) == len(scores) == len(sources) == n):
-        raise JobError("points, classes, scores and sources must have the same length")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["y", "x", "class", "score", "source"])
-    for (y, x), c, s, src in zip(yx, classes, scores, sources):
-        w.writerow([f"{y:.2f}", f"{x:.2f}", str(c), f"{s:.4f}", str(src)])
-    return buf.getvalue()
-
-
-def parse_points(text: str, name: str = "points.csv") -> ProjectPoints:
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if rows and not {"y", "x"} <= set(rows[0]):
-        raise JobError(f"{name} needs columns y,x")
-    try:
-        yx = np.array([[float(r["y"]), float(r["x"])] for r in rows], dtype=np.float64).reshape(-1, 2)
-        sc = np.array([float(r.get("score") or 1.0) for r in rows], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise JobError(f"{name} has non-numeric values") from None
-    cls = [str(r.get("class") or "nucleus") for r in rows]
-    src = [str(r.get("source") or "model") for r in rows]
-    return ProjectPoints(yx, cls, sc, src)
 
 
 def regions_geojson(regions: dict) -> dict:
@@ -176,16 +136,14 @@ class Project:
 
     # ------------------------------------------------------------------ points
     def save_points(self, yx, classes, scores=None, sources=None) -> Path:
-        return atomic_write_text(self.points_path, points_text(yx, classes, scores, sources))
+        n = len(np.asarray(yx).reshape(-1, 2))
+        return atomic_write_text(self.points_path, points_csv_text(yx, classes, scores,
+                                                                    sources=["model"] * n if sources is None else sources))
 
     def load_points(self) -> ProjectPoints:
         if not self.points_path.is_file():
             return ProjectPoints(np.zeros((0, 2)), [], np.zeros(0), [])
-        try:
-            text = self.points_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise JobError(f"cannot read {self.points_path}: {e}") from None
-        return parse_points(text, str(self.points_path))
+        return read_points_csv(self.points_path)
 
     # ------------------------------------------------------------------ regions
     def save_regions(self, reviewed=(), no_target=()) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import JobError
+from .options import mpp_option, parse_region, positive_float, positive_int
 
 
 def _channel(text: str):
@@ -38,60 +39,48 @@ def add_parser(sub):
     p.add_argument("--model", default=None, help="apply a saved segmenter (name or folder) instead of training")
     p.add_argument("--save-model", default=None, metavar="DIR", help="also save the trained model to this folder")
     p.add_argument("--region", default=None, help="y0,x0,y1,x1 level-0 px: train and segment only there")
-    p.add_argument("--restarts", type=int, default=C.restarts, help=f"training restarts, best kept (default {C.restarts})")
-    p.add_argument("--steps", type=int, default=C.steps, help=f"optimiser steps per restart (default {C.steps})")
-    p.add_argument("--channels", type=int, default=C.n_channels, help=f"K confidence maps (default {C.n_channels})")
-    p.add_argument("--patch-size", type=int, default=C.patch_size)
-    p.add_argument("--patches", type=int, default=C.patches_per_image, help="patches per channel and crop")
+    p.add_argument("--restarts", type=positive_int, default=C.restarts, help=f"training restarts, best kept (default {C.restarts})")
+    p.add_argument("--steps", type=positive_int, default=C.steps, help=f"optimiser steps per restart (default {C.steps})")
+    p.add_argument("--channels", type=positive_int, default=C.n_channels, help=f"K confidence maps (default {C.n_channels})")
+    p.add_argument("--patch-size", type=positive_int, default=C.patch_size)
+    p.add_argument("--patches", type=positive_int, default=C.patches_per_image, help="patches per channel and crop")
     p.add_argument("--similarity", choices=["mse", "ce", "cosine"], default=C.similarity)
-    p.add_argument("--downsample", type=float, default=C.downsample, help="work at 1/N of the input resolution")
+    p.add_argument("--downsample", type=positive_float, default=C.downsample, help="work at 1/N of the input resolution")
     p.add_argument("--channel", default="auto", help="nuclei channel: 'auto' (best hematoxylin agreement) or an index")
     p.add_argument("--threshold", default=None, help="confidence threshold in (0, 1) or 'auto' (Otsu); default 0.5 or the model's")
-    p.add_argument("--min-distance", type=int, default=5, help="min px between the centres of split nuclei")
-    p.add_argument("--min-size", type=int, default=20, help="drop nuclei smaller than this (px)")
+    p.add_argument("--min-distance", type=positive_int, default=5, help="min px between the centres of split nuclei")
+    p.add_argument("--min-size", type=positive_int, default=20, help="drop nuclei smaller than this (px)")
+    mpp_option(p)
     return p
 
 
 def run(args) -> int:
-    from ..engine.devices import pick_device, seed_everything
-    from ..engine.jobs import run_with_tqdm
-    from ..io import open_image
-    from ..io.writers import write_labels_ometiff
-    from ..methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model,
-                                       segment_job, train_segmenter_job)
-    from .detect import parse_region
+    from ..engine.devices import seed_everything
+    from ..engine.jobs import tqdm_progress
+    from ..methods.contrastive import ContrastiveConfig
+    from ..tasks import segment_file
 
-    out = str(args.out)
-    if not out.lower().endswith((".tif", ".tiff")):
-        raise JobError("--out must end with .tif or .ome.tif")
-    device = pick_device(args.device)
     seed_everything(args.seed)
-    region = parse_region(args.region)
-    channel = _channel(args.channel)
     threshold = _threshold(args.threshold)
-    with open_image(args.image) as img:
-        img.require_rgb8("histoai segment")
-        if args.model:
-            model = load_model(args.model)
-        else:
-            cfg = ContrastiveConfig(
-                n_channels=args.channels, patch_size=args.patch_size, patches_per_image=args.patches,
-                similarity=args.similarity, steps=args.steps, restarts=args.restarts,
-                downsample=args.downsample, seed=args.seed,
-                threshold=0.5 if threshold is None else threshold,
-            ).validate()
-            res = run_with_tqdm(train_segmenter_job(img, cfg, region=region, device=device), desc="train")
-            print(f"trained in {res.seconds:.0f} s; kept restart {res.restart + 1} step {res.step} "
-                  f"(hematoxylin agreement {res.score:.2f}); nuclei channel {res.channel}", file=sys.stderr)
-            if args.save_model:
-                print(f"model saved to {save_model(res, args.save_model, mpp=img.mpp)}", file=sys.stderr)
-            model = SegmenterModel.from_result(res, mpp=img.mpp)
-        labels = run_with_tqdm(
-            segment_job(model, img, region=region, channel=channel, threshold=threshold,
-                        min_distance=args.min_distance, min_size=args.min_size, device=device),
-            desc="segment",
-        )
-        write_labels_ometiff(out, labels, mpp=img.mpp)
-    where = f" (region {args.region})" if region else ""
-    print(f"{int(labels.max())} nuclei{where} -> {out}", file=sys.stderr)
+    cfg = None
+    if not args.model:
+        cfg = ContrastiveConfig(
+            n_channels=args.channels, patch_size=args.patch_size, patches_per_image=args.patches,
+            similarity=args.similarity, steps=args.steps, restarts=args.restarts,
+            downsample=args.downsample, seed=args.seed, threshold=0.5 if threshold is None else threshold,
+        ).validate()
+    with tqdm_progress("segment") as show:
+        s = segment_file(args.image, args.out, model=args.model, config=cfg, save_model=args.save_model,
+                         region=parse_region(args.region), channel=_channel(args.channel), threshold=threshold,
+                         min_distance=args.min_distance, min_size=args.min_size, mpp=args.mpp,
+                         device=args.device, on_progress=show)
+    if s["trained"]:
+        print(f"trained in {s['train_seconds']:.0f} s; kept restart {s['restart']} step {s['step']} "
+              f"(hematoxylin agreement {s['selection_score']:.2f}); nuclei channel {s['channel']}", file=sys.stderr)
+    if s.get("model"):
+        print(f"model saved to {s['model']}", file=sys.stderr)
+    where = f" (region {args.region})" if args.region else ""
+    print(f"{s['n']} nuclei{where} at {s['mpp_text']} -> {s['out']}", file=sys.stderr)
+    for note in s["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     return 0

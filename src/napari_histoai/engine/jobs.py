@@ -15,12 +15,13 @@ generator at the next yield); :func:`run_job` below is the CLI / batch / test ru
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Optional
 
 from ..errors import CancelFlag, Cancelled
 
-__all__ = ["Progress", "Job", "run_job", "run_with_tqdm"]
+__all__ = ["Progress", "Job", "run_job", "run_with_tqdm", "tqdm_progress"]
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,28 @@ def run_job(
         job.close()
 
 
-def run_with_tqdm(job: Job, desc: str = "", cancel: Optional[CancelFlag] = None) -> Any:
-    """Run a job with a tqdm progress bar on stderr (the CLI front end)."""
+@contextmanager
+def tqdm_progress(desc: str = ""):
+    """Context giving ``show(progress)``, which feeds one tqdm bar on stderr (the CLI's display)."""
     from tqdm import tqdm
 
     bar = tqdm(total=0, desc=desc, unit="", dynamic_ncols=True, leave=False)
+
+    def show(p: Progress) -> None:
+        if bar.total != p.total:
+            bar.total = p.total
+        bar.n = p.done
+        if p.message:
+            bar.set_postfix_str(p.message, refresh=False)
+        bar.refresh()
+
     try:
-
-        def show(p: Progress) -> None:
-            if bar.total != p.total:
-                bar.total = p.total
-            bar.n = p.done
-            if p.message:
-                bar.set_postfix_str(p.message, refresh=False)
-            bar.refresh()
-
-        return run_job(job, show, cancel)
+        yield show
     finally:
         bar.close()
+
+
+def run_with_tqdm(job: Job, desc: str = "", cancel: Optional[CancelFlag] = None) -> Any:
+    """Run a job with a tqdm progress bar on stderr."""
+    with tqdm_progress(desc) as show:
+        return run_job(job, show, cancel)

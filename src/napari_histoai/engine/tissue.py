@@ -83,3 +83,13 @@ def tile_has_tissue(mask: np.ndarray, downsample: float, y0: float, x0: float, y
     if sub.size == 0:
         return False
     return bool(sub.mean() > min_fraction) if min_fraction > 0 else bool(sub.any())
+
+
+def tissue_boxes(slide, tile: int, region=None, min_fraction: float = 0.5) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping ``tile`` px boxes (y0, x0, y1, x1) level-0 px of ``region`` (whole image
+    when None) at least ``min_fraction`` tissue: where to sample training tiles on a slide."""
+    from .tiling import tile_grid
+
+    mask, ds = tissue_mask(slide)
+    return [(t.y0, t.x0, t.y1, t.x1) for t in tile_grid(slide.shape, tile=tile, overlap=0, region=region)
+            if tile_has_tissue(mask, ds, t.y0, t.x0, t.y1, t.x1, min_fraction=min_fraction)]

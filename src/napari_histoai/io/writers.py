@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..errors import JobError
 from .atomic import atomic_write
 
 
@@ -95,17 +96,21 @@ def write_pyramid_ometiff(
     return atomic_write(path, write, suffix=".ome.tif")
 
 
-def write_labels_ometiff(path: str | os.PathLike, labels, mpp: Optional[float] = None, tile: int = 512) -> Path:
-    """Instance labels [H, W] (0 = background) as uint16 (ids < 65536) or uint32 tiled,
-    zlib-compressed OME-TIFF; large label images get a nearest-neighbour pyramid."""
-    labels = labels if hasattr(labels, "shape") else np.asarray(labels)
-    if getattr(labels, "ndim", 2) != 2:
-        from ..errors import JobError
+def write_labels_ometiff(path: str | os.PathLike, labels, mpp: Optional[float] = None, tile: int = 512,
+                         max_id: Optional[int] = None) -> Path:
+    """Instance labels [H, W] (0 = background; numpy, dask or zarr) as uint16 (ids < 65536) or
+    uint32 tiled, zlib-compressed OME-TIFF, streamed tile by tile; large label images get a
+    nearest-neighbour pyramid. ``max_id`` (the largest id) spares a pass over a large array."""
+    import dask.array as da
 
+    if not hasattr(labels, "shape"):
+        labels = np.asarray(labels)
+    if len(labels.shape) != 2:
         raise JobError(f"labels must be 2D (Y, X), got shape {tuple(labels.shape)}")
-    mx = int(np.asarray(labels.max()))
+    lazy = labels if isinstance(labels, (np.ndarray, da.Array)) else da.from_array(labels, chunks=(2048, 2048))
+    mx = int(np.asarray(lazy.max())) if max_id is None else int(max_id)
     dtype = np.uint16 if mx < 2 ** 16 else np.uint32
-    arr = labels.astype(dtype) if hasattr(labels, "astype") else np.asarray(labels, dtype)
+    arr = lazy.astype(dtype)
     h, w = arr.shape
     n_levels = _n_levels(h, w, tile, 4096) if max(h, w) > 4096 else 1
     return write_pyramid_ometiff(path, arr, mpp=mpp, tile=tile, n_levels=n_levels, compression="zlib", reduce="nearest")

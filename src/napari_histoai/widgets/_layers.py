@@ -1,8 +1,10 @@
-"""Glue between napari layers and the library: image layer -> SlideImage, view/shapes ->
-regions, detection result -> Points layer kwargs."""
+"""Glue between napari layers and the library: image layer -> image source, view/shapes ->
+regions, results -> layer kwargs placed on the image (scale, translate and units of the image
+layer, so napari never mixes unit-less layers with µm ones)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -25,21 +27,44 @@ def layer_mpp(layer) -> Optional[float]:
     return None
 
 
-def image_from_layer(layer):
-    """A :class:`~napari_histoai.io.SlideImage` for an Image layer: reopened lazily from its file
-    when our reader opened it, else wrapped around the layer's (multiscale) data."""
-    from ..io import open_image
+def image_source(layer):
+    """What a job opens in its worker thread for an Image layer: the file path when our reader
+    opened it (cheap here: nothing is read), else a SlideImage wrapped around the layer's
+    (multiscale) data."""
     from ..io import from_array
 
     md = getattr(layer, "metadata", {}) or {}
     path = md.get("histoai_path")
-    if path:
-        try:
-            return open_image(path)
-        except JobError:
-            pass
+    if path and Path(path).exists():
+        return path
     data = list(layer.data) if getattr(layer, "multiscale", False) else layer.data
     return from_array(data, mpp=layer_mpp(layer), name=layer.name)
+
+
+def image_from_layer(layer):
+    """A :class:`~napari_histoai.io.SlideImage` for an Image layer (opens its file)."""
+    from ..engine.inference import as_image
+
+    return as_image(image_source(layer))[0]
+
+
+def placement(image_layer, origin=(0.0, 0.0), downsample: float = 1.0) -> dict:
+    """``scale``, ``translate`` and ``units`` for a layer on a grid of ``downsample`` image px
+    per pixel whose top-left corner is at image px ``origin`` (y, x), aligned with
+    ``image_layer``."""
+    scale = np.asarray(image_layer.scale[-2:], float)
+    corner = np.asarray(origin, float) + (downsample - 1) / 2.0  # centre of the first output pixel
+    kw = {"scale": tuple(scale * downsample), "translate": tuple(np.asarray(image_layer.translate[-2:]) + corner * scale)}
+    units = getattr(image_layer, "units", None)
+    if units is not None:
+        kw["units"] = tuple(units[-2:])
+    return kw
+
+
+def layer_shape(layer) -> tuple[int, int]:
+    """(H, W) of an image layer's full-resolution data."""
+    shape = layer.level_shapes[0] if getattr(layer, "multiscale", False) else layer.data.shape
+    return int(shape[0]), int(shape[1])
 
 
 def visible_region(viewer, layer) -> tuple[int, int, int, int]:
@@ -52,7 +77,7 @@ def visible_region(viewer, layer) -> tuple[int, int, int, int]:
     half_h, half_w = h_px / zoom / 2, w_px / zoom / 2
     corners = np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]])
     d = np.array([layer.world_to_data(c)[-2:] for c in corners])
-    shape = layer.level_shapes[0] if getattr(layer, "multiscale", False) else layer.data.shape
+    shape = layer_shape(layer)
     y0, x0 = np.floor(d.min(0)).astype(int)
     y1, x1 = np.ceil(d.max(0)).astype(int)
     y0, x0 = max(0, y0), max(0, x0)
@@ -75,7 +100,7 @@ def shapes_polygons(shapes_layer, image_layer) -> list[np.ndarray]:
 
 
 def points_layer_kwargs(result, image_layer, name: str = "nuclei") -> dict:
-    """Kwargs for ``viewer.add_points`` from a DetectionResult, aligned with ``image_layer``."""
+    """Kwargs for ``viewer.add_points`` from a PointsResult, aligned with ``image_layer``."""
     import pandas as pd
 
     classes = list(result.classes)
@@ -91,10 +116,7 @@ def points_layer_kwargs(result, image_layer, name: str = "nuclei") -> dict:
         border_color="black",
         border_width=0.05,
         size=size,
-        scale=tuple(image_layer.scale[-2:]),
-        translate=tuple(image_layer.translate[-2:]),
-        metadata={"mpp": mpp, "model": result.model, "classes": classes},
+        metadata={"mpp": mpp, "mpp_source": result.mpp_source, "model": result.model, "classes": classes},
+        **placement(image_layer),
     )
-    if getattr(image_layer, "units", None) is not None:
-        kw["units"] = tuple(image_layer.units[-2:])
     return kw

@@ -17,7 +17,8 @@ from ..errors import JobError
 from ..methods.detection.job import detect_image_job
 from ..methods.detection.registry import available_detectors
 from ..models import on_models_changed
-from ._layers import image_from_layer, points_layer_kwargs, shapes_polygons, visible_region
+from ._layers import image_source, points_layer_kwargs, shapes_polygons, visible_region
+from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, notify_error
 
 REGION_VIEW = "Current view"
@@ -60,6 +61,8 @@ class DetectWidget(QWidget):
         self.min_score.setRange(0.0, 1.0)
         self.min_score.setSingleStep(0.05)
         self.min_score.setValue(0.0)
+        self.pixel_size = PixelSizeRow()
+        self.image_combo.currentTextChanged.connect(self._image_changed)
         self.replace_check = QCheckBox("Replace the previous result")
         self.replace_check.setChecked(True)
         self.detect_btn = QPushButton("Detect nuclei")
@@ -70,6 +73,7 @@ class DetectWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("Pixel size", self.pixel_size)
         form.addRow("Model", self.model_combo)
         form.addRow("Region", self.region_combo)
         form.addRow("Shapes layer", self.shapes_combo)
@@ -113,6 +117,9 @@ class DetectWidget(QWidget):
             if cur in names:
                 combo.setCurrentText(cur)
 
+    def _image_changed(self, *_a) -> None:
+        self.pixel_size.set_layer(self._layer(self.image_combo.currentText()))
+
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
@@ -123,7 +130,7 @@ class DetectWidget(QWidget):
             layer = self._layer(self.image_combo.currentText())
             if layer is None:
                 raise JobError("open an image first (File > Open, or File > Open Sample > HistoAI)")
-            image = image_from_layer(layer)
+            image = image_source(layer)  # opened in the worker, not here
             region, self._polys = None, None
             mode = self.region_combo.currentText()
             if mode == REGION_VIEW:
@@ -138,6 +145,7 @@ class DetectWidget(QWidget):
             job = detect_image_job(
                 image, model=self.model_combo.currentText() or None, device=self.device_combo.currentText(),
                 region=region, tissue_only=(mode == REGION_WHOLE), min_score=self.min_score.value(),
+                mpp=self.pixel_size.override(),
             )
         except JobError as e:
             notify_error(str(e))
@@ -163,7 +171,7 @@ class DetectWidget(QWidget):
         self.last_layer = self.viewer.add_points(result.points, **kw)
         counts = {c: int((result.class_ids == i).sum()) for i, c in enumerate(result.classes)}
         parts = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
-        msg = f"{len(result.points)} nuclei ({parts}) from {result.n_tiles} tiles"
+        msg = f"{len(result.points)} nuclei ({parts}) from {result.n_tiles} tiles at {result.mpp_text}"
         if result.n_tiles_skipped:
             msg += f"; {result.n_tiles_skipped} background tiles skipped"
         for note in result.notes:

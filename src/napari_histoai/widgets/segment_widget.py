@@ -19,7 +19,8 @@ from ..engine.geometry import polygons_bbox
 from ..errors import JobError
 from ..methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model, segment_job,
                                    train_segmenter_job)
-from ._layers import image_from_layer, layer_mpp, shapes_polygons, visible_region
+from ._layers import image_source, layer_mpp, layer_shape, placement, shapes_polygons, visible_region
+from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, notify_error
 
 REGION_WHOLE = "Whole image"
@@ -51,6 +52,9 @@ class SegmentWidget(QWidget):
         d = ContrastiveConfig()
 
         self.image_combo = QComboBox()
+        self.pixel_size = PixelSizeRow()
+        self.image_combo.currentTextChanged.connect(
+            lambda name: self.pixel_size.set_layer(self._layer(name)))
         self.region_combo = QComboBox()
         self.region_combo.addItems([REGION_WHOLE, REGION_VIEW, REGION_SHAPES])
         self.shapes_combo = QComboBox()
@@ -90,6 +94,7 @@ class SegmentWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("Pixel size", self.pixel_size)
         form.addRow("Train on", self.region_combo)
         form.addRow("Shapes layer", self.shapes_combo)
         form.addRow("Ground truth (optional)", self.gt_combo)
@@ -142,6 +147,7 @@ class SegmentWidget(QWidget):
             if cur in names:
                 combo.setCurrentText(cur)
             combo.blockSignals(False)
+        self.pixel_size.set_layer(self._layer(self.image_combo.currentText()))
 
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -170,11 +176,6 @@ class SegmentWidget(QWidget):
             return (y0, x0, y1 + 1, x1 + 1)
         return None
 
-    def _placement(self, layer, y0: float = 0, x0: float = 0) -> dict:
-        scale = tuple(layer.scale[-2:])
-        tr = tuple(np.asarray(layer.translate[-2:]) + np.array([y0, x0]) * np.asarray(scale))
-        return {"scale": scale, "translate": tr}
-
     # ------------------------------------------------------------------ train
     def train(self):
         """Start training; returns the worker (None when synchronous or refused)."""
@@ -182,13 +183,13 @@ class SegmentWidget(QWidget):
             layer = self._layer(self.image_combo.currentText())
             if layer is None:
                 raise JobError("open an H&E image first")
-            image = image_from_layer(layer)
+            image = image_source(layer)  # opened in the worker, not here
             region = self._region(layer)
             cfg = self.config()
             masks = None
             gt = self._layer(self.gt_combo.currentText()) if self.gt_combo.currentText() != NONE else None
             if gt is not None:
-                y0, x0, y1, x1 = (0, 0, *image.shape[:2]) if region is None else [int(round(v)) for v in region]
+                y0, x0, y1, x1 = (0, 0, *layer_shape(layer)) if region is None else [int(round(v)) for v in region]
                 masks = [np.asarray(gt.data)[y0:y1, x0:x1] > 0]
             device = pick_device(self.device_combo.currentText())
             job = train_segmenter_job(image, cfg, region=region, masks=masks, device=device, preview=True)
@@ -197,7 +198,7 @@ class SegmentWidget(QWidget):
             return None
         self._image_layer = layer
         self._region_used = region
-        self._mpp = layer_mpp(layer)
+        self._mpp = self.pixel_size.override() or layer_mpp(layer)
         self.train_btn.setEnabled(False)
         self.summary.setText("")
         return self.panel.run(job, on_done=self._trained, on_progress=self._progress,
@@ -226,8 +227,8 @@ class SegmentWidget(QWidget):
                 if ly in self.viewer.layers:
                     self.viewer.layers.remove(ly)
             self.conf_layers = []
-            self._box = preview_box(image_from_layer(layer), self._region_used)
-            place = self._placement(layer, self._box[0], self._box[1])
+            self._box = preview_box(layer_shape(layer), self._region_used)
+            place = placement(layer, self._box[:2])
             for k, m in enumerate(maps):
                 self.conf_layers.append(self.viewer.add_image(
                     m, name=f"confidence {k}", colormap="magma", contrast_limits=(0, 1), opacity=0.6,
@@ -288,22 +289,21 @@ class SegmentWidget(QWidget):
                 raise JobError("choose an image")
             region = self._region(layer)
             k = self.channel_combo.currentIndex()
-            job = segment_job(self.model, image_from_layer(layer), region=region,
+            job = segment_job(self.model, image_source(layer), region=region,
                               channel=k if k >= 0 else None, threshold=self.threshold(),
-                              image_mpp=layer_mpp(layer), device=pick_device(self.device_combo.currentText()))
+                              mpp=self.pixel_size.override(), device=pick_device(self.device_combo.currentText()))
         except JobError as e:
             notify_error(str(e))
             return None
-        y0, x0 = (0, 0) if region is None else (int(round(region[0])), int(round(region[1])))
-        place = self._placement(layer, max(0, y0), max(0, x0))
         self.labels_btn.setEnabled(False)
 
-        def done(labels):
+        def done(result):
             if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.labels_layer)
-            self.labels_layer = self.viewer.add_labels(labels, name=f"nuclei labels ({layer.name})",
-                                                      metadata={"histoai_segmenter_output": True}, **place)
-            self.summary.setText(f"{int(labels.max())} nuclei")
+            self.labels_layer = self.viewer.add_labels(
+                result.labels, name=f"nuclei labels ({layer.name})", metadata={"histoai_segmenter_output": True},
+                **placement(layer, result.origin, result.downsample))
+            self.summary.setText(f"{result.n_objects} nuclei at {result.mpp_text}")
             self._enable_model_buttons()
 
         return self.panel.run(job, on_done=done, on_cancel=self._enable_model_buttons,

@@ -27,7 +27,7 @@ from ...errors import JobError
 from ...engine.jobs import Progress
 from .loss import contrastive_loss
 from .network import build
-from .predict import resample, to_input
+from .predict import to_input
 from .sampler import cut_patches, sample_patches
 from .similarity import SIMILARITIES
 
@@ -110,37 +110,11 @@ class TrainResult:
         return state, cfg
 
 
-class Adam:
-    """Adam with L2 weight decay, same update as ``torch.optim.Adam``.
+def _working(im: np.ndarray, downsample: float) -> np.ndarray:
+    """An image [H, W(, C)] at the working resolution (1 / ``downsample``)."""
+    from ...engine.resize import resize, scaled_shape
 
-    ``torch.optim.Optimizer.__init__`` imports ``torch._dynamo`` and with it triton, whose
-    extension module segfaults when loaded after PyQt6 (i.e. inside napari); this small
-    optimiser keeps training usable from the dock widget.
-    """
-
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad if self.wd == 0 else p.grad + self.wd * p
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-self.lr)
+    return resize(im, scaled_shape(im.shape, 1.0 / downsample)) if downsample != 1 else im
 
 
 def _as_images(images) -> list[np.ndarray]:
@@ -214,12 +188,11 @@ def train_job(images, config: Optional[ContrastiveConfig] = None, masks: Optiona
     """
     cfg = (config or ContrastiveConfig()).validate()
     device = torch.device(device) if device is not None else torch.device("cpu")
-    imgs = [resample(im, cfg.downsample) for im in _as_images(images)]
+    imgs = [_working(im, cfg.downsample) for im in _as_images(images)]
     if masks is not None:
         if len(masks) != len(imgs):
             raise JobError("give one ground-truth mask per training image")
-        masks = [resample((np.asarray(m) > 0).astype(np.uint8)[..., None].repeat(3, 2) * 255, cfg.downsample)[..., 0] > 127
-                 for m in masks]
+        masks = [_working((np.asarray(m) > 0).astype(np.uint8) * 255, cfg.downsample) > 127 for m in masks]
     min_side = min(min(im.shape[:2]) for im in imgs)
     if min_side < cfg.patch_size:
         raise JobError(f"image side {min_side} px is smaller than the patch size {cfg.patch_size} px")
@@ -243,7 +216,7 @@ def train_job(images, config: Optional[ContrastiveConfig] = None, masks: Optiona
         feat.to(device).train()
         net = net.to(memory_format=torch.channels_last)
         params = list(net.parameters()) + (list(feat.parameters()) if cfg.similarity == "cosine" else [])
-        opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         r_best = None
         hist = []
         for step in range(1, cfg.steps + 1):

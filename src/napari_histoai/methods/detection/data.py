@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import JobError
+from ...io.points import read_points_csv
 
-__all__ = ["PointImage", "read_points_csv", "load_folder", "resample", "random_crop", "IMAGE_EXTS"]
+__all__ = ["PointImage", "load_folder", "resample", "random_crop", "IMAGE_EXTS"]
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -29,24 +30,6 @@ class PointImage:
     image: np.ndarray
     points: np.ndarray
     labels: np.ndarray
-
-
-def read_points_csv(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """(yx float [N, 2], class names) from a CSV with header ``y,x[,class]``."""
-    path = Path(path)
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise JobError(f"cannot read points file {path}: {e}") from None
-    if rows and not {"y", "x"} <= set(rows[0]):
-        raise JobError(f"points file {path} needs columns y,x[,class]")
-    try:
-        yx = np.array([[float(r["y"]), float(r["x"])] for r in rows], dtype=np.float32).reshape(-1, 2)
-    except (TypeError, ValueError):
-        raise JobError(f"points file {path} has non-numeric coordinates") from None
-    names = [str(r.get("class") or "") for r in rows]
-    return yx, names
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -63,12 +46,11 @@ def resample(image: np.ndarray, points: np.ndarray, factor: float) -> tuple[np.n
     """Rescale an image by ``factor`` (new = old * factor px) and its points accordingly."""
     if abs(factor - 1.0) < 1e-6:
         return image, points
-    from PIL import Image
+    from ...engine.resize import resize, scaled_shape
 
     h, w = image.shape[:2]
-    nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
-    im = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-    sy, sx = nh / h, nw / w
+    im = resize(image, scaled_shape((h, w), factor))
+    sy, sx = im.shape[0] / h, im.shape[1] / w
     pts = (points + 0.5) * np.array([sy, sx], dtype=np.float32) - 0.5
     return im, pts.astype(np.float32)
 
@@ -91,7 +73,8 @@ def load_folder(images: str | os.PathLike, points: str | os.PathLike, classes: l
         if not csv_path.is_file():
             continue
         im = _read_rgb(p)
-        yx, names = read_points_csv(csv_path)
+        table = read_points_csv(csv_path)
+        yx, names = table.yx.astype(np.float32), table.classes
         labels = np.array([index.get(n, -1) for n in names], dtype=np.int64)
         if data_mpp and model_mpp:
             im, yx = resample(im, yx, data_mpp / model_mpp)
