@@ -50,6 +50,7 @@ def test_open_sample_detect_and_get_classified_points(viewer_with_sample, qtbot)
     assert sum(ly.name.startswith("nuclei") for ly in viewer.layers) == 2
 
 
+@pytest.mark.slow
 def test_default_model_gives_one_colour_per_class(viewer_with_sample, qtbot):
     w = dw.DetectWidget(viewer_with_sample)
     assert w.model_combo.currentText() == w.model_combo.itemText(0)  # the default is preselected

@@ -8,6 +8,7 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
+@pytest.mark.slow
 def test_optimizer_after_qt_in_a_fresh_process():
     code = (
         "import napari\n"
