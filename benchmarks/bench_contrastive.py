@@ -178,8 +178,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from napari_histoai.methods.contrastive import ContrastiveConfig
-    from napari_histoai.methods.contrastive.postprocess import mask_from_confidence
-    from napari_histoai.methods.contrastive.postprocess import suggest_channel
+    from napari_histoai.methods.contrastive.postprocess import (
+        mask_from_confidence,
+        suggest_channel,
+    )
 
     names = sorted(p.stem for p in (args.data / "images").glob("*.png"))
     subset = [n for n in args.subset.split(",") if n in names]

@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Nuclei detection benchmark: AC-Former models through the tiled detect job.
 
-Per model: F_d, per-class F_c and mean F_c on crchisto/val (6 px at the model's resolution;
-`unlabeled` nuclei count for detection only); cross-domain F_d on the 13 MoNuSeg training tiles
-that have centroids (40x, 0.25 µm/px, resampled by the detect job to the model's µm/px; 6 model
-px = 12 px at 40x); CPU inference speed (MP/s of model-resolution pixels, whole-image detect job
+Per model: F_d, per-class F_c and mean F_c on crchisto/val (pairing radius 3 µm = 6 px at 20x;
+F_c as HoVer-Net's reference ``compute_stats.py``: per class only the pairs involving it, so no
+true negatives; `unlabeled` nuclei count for detection only); cross-domain F_d on the 13 MoNuSeg
+training tiles that have centroids (40x, 0.25 µm/px, resampled by the detect job to the model's
+µm/px; scored at 3 µm = 12 px at 40x); CPU inference speed (MP/s of model-resolution pixels, whole-image detect job
 on a 2000 x 2000 mosaic of val tiles, tissue mask off); training wall time (from the model
-config). Prints a markdown table and saves it (md + json) under benchmarks/results/.
+config). The classical hematoxylin-peak detector (no weights) is scored in the same table: the
+baseline a user could use instead. Prints a markdown table and saves it (md + json) under
+benchmarks/results/.
 
     python benchmarks/bench_detection.py                          # the bundled model
     python benchmarks/bench_detection.py --models runs/a runs/b   # any models (e.g. ablations)
@@ -59,12 +62,13 @@ def _detect(detector, image: np.ndarray, mpp: float):
     return infer_array(detector, image, mpp=mpp).arrays()
 
 
-def score_split(detector, items, image_mpp: float, radius: float) -> dict:
-    """Pooled F_d / F_c over all images (images stacked far apart so pairs never cross)."""
-    from napari_histoai.metrics import pooled_classification_scores
+def score_split(detector, items, image_mpp: float) -> dict:
+    """Pooled F_d / F_c over all images (images stacked far apart so pairs never cross), pairing
+    radius 3 µm in the images' own px."""
+    from napari_histoai.metrics import pooled_classification_scores, radius_px
 
     per_image = ((*_detect(detector, it.image, image_mpp)[:2], it.points, it.labels) for it in items)
-    r = pooled_classification_scores(per_image, len(detector.classes), radius)
+    r = pooled_classification_scores(per_image, len(detector.classes), radius_px(image_mpp))
     return {k: r[k] for k in ("f_d", "precision", "recall", "f_c", "mean_f_c")}
 
 
@@ -93,12 +97,13 @@ def pick_threshold(detector, val_items) -> float:
         raw = [_detect(detector, it.image, 0.5) for it in val_items]
     finally:
         detector.threshold = saved
-    from napari_histoai.metrics import pooled_classification_scores
+    from napari_histoai.metrics import pooled_classification_scores, radius_px
 
     best, best_thr = -1.0, saved
     for thr in THRESHOLDS:
         r = pooled_classification_scores(((p[s >= thr], c[s >= thr], it.points, it.labels)
-                                          for it, (p, c, s) in zip(val_items, raw)), len(detector.classes), 6.0)
+                                          for it, (p, c, s) in zip(val_items, raw)), len(detector.classes),
+                                         radius_px(0.5))
         if r["f_d"] + r["mean_f_c"] > best:
             best, best_thr = r["f_d"] + r["mean_f_c"], thr
     return best_thr
@@ -141,13 +146,33 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
            "global_loss": cfg["architecture"]["global_loss"],
            "train_seconds": cfg.get("training", {}).get("train_seconds"),
            "train_steps": cfg.get("training", {}).get("steps")}
-    row["crchisto_val"] = score_split(det, val, 0.5, radius=6.0 * det.mpp / 0.5)
+    row["crchisto_val"] = score_split(det, val, 0.5)
     if do_monuseg and not smoke:
         mon = DATA / "monuseg" / "train"
         items = _load(mon, det.classes)
-        row["monuseg_fd"] = score_split(det, items, 0.25, radius=6.0 * det.mpp / 0.25)["f_d"]
+        row["monuseg_fd"] = score_split(det, items, 0.25)["f_d"]
     if do_speed and not smoke:
         row["mp_per_s"] = speed(det, val)
+    return row
+
+
+def bench_classical(classes: list[str], smoke: bool = False, do_speed: bool = True) -> dict:
+    """The weights-free baseline row: hematoxylin peaks (one class, so no F_c)."""
+    from napari_histoai.methods.classical import ClassicalDetector
+
+    det = ClassicalDetector()
+    crc = DATA / "crchisto"
+    val = _load(crc / "val", classes, 2 if smoke else None)
+    for it in val:  # one class: every nucleus counts for detection only
+        it.labels = np.full(len(it.labels), -1)
+    v = score_split(det, val, 0.5)
+    row = {"model": "classical", "name": "classical detector (no weights)", "threshold": 0.0, "views": "–",
+           "fusestyle": None, "global_loss": None, "crchisto_val": {**v, "f_c": [None] * len(classes), "mean_f_c": None}}
+    if not smoke:
+        items = _load(DATA / "monuseg" / "train", classes)
+        row["monuseg_fd"] = score_split(det, items, 0.25)["f_d"]
+        if do_speed:
+            row["mp_per_s"] = speed(det, val)
     return row
 
 
@@ -156,13 +181,14 @@ def table(rows: list[dict], classes: list[str]) -> str:
             "MoNuSeg F_d", "CPU MP/s", "train steps", "train time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    onoff = lambda v: "–" if v is None else ("on" if v else "off")  # noqa: E731
     for r in rows:
         v = r["crchisto_val"]
         t = r.get("train_seconds")
         lines.append("| " + " | ".join([
-            r["name"], r["views"], "on" if r["global_loss"] else "off", "on" if r["fusestyle"] else "off",
+            r["name"], r["views"], onoff(r["global_loss"]), onoff(r["fusestyle"]),
             "–" if "window" not in r else f"{r['window']}/{r['window_overlap']}" + (" shared" if r["windowed"] else " lone"),
-            f"{r['threshold']:g}", f(v["f_d"]), *[f(x) for x in v["f_c"]], f(v["mean_f_c"]),
+            "–" if r["model"] == "classical" else f"{r['threshold']:g}", f(v["f_d"]), *[f(x) for x in v["f_c"]], f(v["mean_f_c"]),
             f(r.get("monuseg_fd")), "–" if r.get("mp_per_s") is None else f"{r['mp_per_s']:.2f}",
             str(r.get("train_steps") or "–"), "–" if not t else f"{t / 60:.0f} min"]) + " |")
     return "\n".join(lines)
@@ -217,6 +243,7 @@ def main() -> int:
     ap.add_argument("--lone", action="store_true", help="also score windowed models on lone windows (reference path)")
     ap.add_argument("--no-stain-row", action="store_true", help="also score models without their stain matching")
     ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
+    ap.add_argument("--no-baseline", action="store_true", help="leave out the classical detector row")
     args = ap.parse_args()
 
     import torch
@@ -238,12 +265,16 @@ def main() -> int:
     from napari_histoai.methods.detection.predict import load_acformer
 
     classes = load_acformer(models[0], device="cpu").classes
+    if not args.ablation and not args.no_baseline:
+        rows.append(bench_classical(classes, smoke=args.smoke, do_speed=not args.no_speed))
     md = table(rows, classes)
     stem = args.name or ("detection_ablation" if args.ablation else "detection")
     if args.smoke:
         stem += "_smoke"
-    note = (f"\n\ncrchisto/val: 10 tiles (20x), 6 px; MoNuSeg: 13 training tiles with centroids (40x, resampled "
-            f"to the model's µm/px, 6 model px), F_d only; speed: detect job, 2000x2000 px at the model's µm/px, "
+    note = (f"\n\nPairing radius 3 µm (6 px at 20x, 12 px at 40x). F_c: HoVer-Net's reference definition "
+            f"(per class only the pairs where the truth or the prediction is that class; weights 2, 2, 1, 1). "
+            f"crchisto/val: 10 tiles (20x); MoNuSeg: 13 training tiles with centroids (40x, resampled "
+            f"to the model's µm/px), F_d only; speed: detect job, 2000x2000 px at the model's µm/px, "
             f"{args.threads} CPU threads on a shared 2-core machine. Command: `python {' '.join(sys.argv)}`. "
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
     print(md + note)

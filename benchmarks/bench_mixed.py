@@ -76,14 +76,14 @@ def empty_squares(points, quad, shape, rng, n=2, size=64, margin=8.0) -> list:
 def load(split="val", limit=None):
     from PIL import Image
 
-    from napari_histoai.methods.detection.data import read_points_csv
+    from napari_histoai.io.points import read_points_csv
 
     d = DATA / "crchisto" / split
     out = []
     for p in sorted((d / "images").glob("*.png"), key=lambda q: int("".join(c for c in q.stem if c.isdigit()) or 0)):
         im = np.asarray(Image.open(p).convert("RGB"))
-        yx, names = read_points_csv(d / "points" / f"{p.stem}.csv")
-        out.append((p.stem, im, yx.astype(np.float64), names))
+        t = read_points_csv(d / "points" / f"{p.stem}.csv")
+        out.append((p.stem, im, t.yx.astype(np.float64), t.classes))
     return out[:limit] if limit else out
 
 
@@ -141,9 +141,12 @@ def main(argv=None) -> int:
     import torch
 
     from napari_histoai.engine.jobs import run_job
+    from napari_histoai.methods.detection.finetune.data import make_mixed_image
+    from napari_histoai.methods.detection.finetune.train import (
+        MixedConfig,
+        mixed_train_job,
+    )
     from napari_histoai.methods.detection.predict import load_acformer
-    from napari_histoai.methods.mixed.data import make_mixed_image
-    from napari_histoai.methods.mixed.train import MixedConfig, mixed_train_job
 
     torch.set_num_threads(a.threads)
     work = Path(a.work)

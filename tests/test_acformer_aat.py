@@ -3,7 +3,13 @@
 import torch
 
 from napari_histoai.methods.detection.aat import (
-    AAT, ViewGenerator, clamp_theta, quadrant_thetas, random_affine_thetas, transform_points, warp_images,
+    AAT,
+    ViewGenerator,
+    clamp_theta,
+    quadrant_thetas,
+    random_affine_thetas,
+    transform_points,
+    warp_images,
 )
 
 

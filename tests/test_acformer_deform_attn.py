@@ -2,7 +2,10 @@
 
 import torch
 
-from napari_histoai.methods.detection.deform_attn import MSDeformAttn, ms_deform_attn_core
+from napari_histoai.methods.detection.deform_attn import (
+    MSDeformAttn,
+    ms_deform_attn_core,
+)
 
 
 def test_shapes_and_gradients():

@@ -3,7 +3,7 @@
 import torch
 
 from napari_histoai.methods.detection.configs import get_config
-from napari_histoai.methods.detection.loss import SetCriterion, sigmoid_focal
+from napari_histoai.methods.detection.loss import SetCriterion
 from napari_histoai.methods.detection.matcher import HungarianMatcher, focal_class_cost
 
 
@@ -56,11 +56,3 @@ def test_criterion_perfect_vs_wrong():
     lb, parts = crit(bad, tg)
     assert float(lg) < 0.05 < float(lb)
     assert parts["point"] > 0
-
-
-def test_focal_matches_definition():
-    x = torch.tensor([0.3, -1.2])
-    t = torch.tensor([1.0, 0.0])
-    p = torch.sigmoid(x)
-    exp = torch.stack([-0.25 * (1 - p[0]) ** 2 * torch.log(p[0]), -0.75 * p[1] ** 2 * torch.log(1 - p[1])])
-    assert torch.allclose(sigmoid_focal(x, t), exp, atol=1e-6)

@@ -7,8 +7,16 @@ import torch
 
 from napari_histoai.methods.detection.configs import get_config
 from napari_histoai.methods.detection.model import build_model
-from napari_histoai.methods.detection.predict import ACFormerDetector, load_acformer, predict_batch
-from napari_histoai.methods.detection.windows import check_window, window_layout, windowed_predict
+from napari_histoai.methods.detection.predict import (
+    ACFormerDetector,
+    load_acformer,
+    predict_batch,
+)
+from napari_histoai.methods.detection.windows import (
+    check_window,
+    window_layout,
+    windowed_predict,
+)
 
 from .conftest import crc_image
 

@@ -5,13 +5,19 @@ save/load, tiled labels, and ``histoai segment``."""
 import numpy as np
 import pytest
 
-from napari_histoai.errors import JobError
-
 from napari_histoai.engine.jobs import run_job
-from napari_histoai.methods.contrastive import (ContrastiveConfig, load_model, save_model,
-                                                segment_job, train_job, train_segmenter_job)
+from napari_histoai.errors import JobError
+from napari_histoai.methods.contrastive import (
+    ContrastiveConfig,
+    load_model,
+    save_model,
+    segment_job,
+    train_job,
+    train_segmenter_job,
+)
 
 from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)
+
 NAME = "TCGA-21-5784-01Z-00-DX1"
 
 

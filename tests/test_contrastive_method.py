@@ -6,15 +6,27 @@ import pytest
 import torch
 
 from napari_histoai.methods.contrastive.loss import contrastive_loss
-from napari_histoai.methods.contrastive.network import ConfidenceNet, Featuriser, build, n_params
+from napari_histoai.methods.contrastive.network import (
+    ConfidenceNet,
+    Featuriser,
+    build,
+    n_params,
+)
 from napari_histoai.methods.contrastive.postprocess import (
-    mask_from_confidence, split_instances, suggest_channel,
+    mask_from_confidence,
+    split_instances,
+    suggest_channel,
 )
 from napari_histoai.methods.contrastive.predict import confidence, to_input
-from napari_histoai.methods.contrastive.sampler import binary_entropy, cut_patches, sample_patches
+from napari_histoai.methods.contrastive.sampler import (
+    binary_entropy,
+    cut_patches,
+    sample_patches,
+)
 from napari_histoai.methods.contrastive.similarity import ce, cosine, mse
 
 from .conftest import DATA  # noqa: E402  (honours $HISTOAI_DATA)
+
 MONUSEG = DATA / "monuseg" / "train" / "images" / "TCGA-21-5784-01Z-00-DX1.png"
 
 

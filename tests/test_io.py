@@ -5,9 +5,8 @@ import pytest
 import tifffile
 
 from napari_histoai.errors import JobError
-from napari_histoai.io import open_image
+from napari_histoai.io import from_array, open_image
 from napari_histoai.io.napari_reader import get_reader, layer_data
-from napari_histoai.io import from_array
 from napari_histoai.io.writers import write_labels_ometiff, write_pyramid_ometiff
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from napari_histoai.engine.devices import pick_device
-from napari_histoai.errors import CancelFlag, Cancelled, JobError
 from napari_histoai.engine.jobs import Progress, run_job
+from napari_histoai.errors import CancelFlag, Cancelled, JobError
 
 
 def counting_job(n, log):

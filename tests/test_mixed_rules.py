@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from napari_histoai.methods.mixed.rules import mix_schedule, patch_filter, reweight
+from napari_histoai.methods.mixed_supervision import (
+    mix_schedule,
+    patch_filter,
+    reweight,
+    soft_labels,
+)
 
 
 def test_reweight_scales_clips_and_zeroes():
@@ -12,6 +17,13 @@ def test_reweight_scales_clips_and_zeroes():
     # 0.008 -> 0 (below 0.01 after scaling), 0.02 kept, 0.4, 0.8, 1.2 -> 1, 3.6 -> 1
     assert np.allclose(w, [0.0, 0.02, 0.4, 0.8, 1.0, 1.0])
     assert np.allclose(reweight(s, V=1.0), [0.0, 0.0, 0.1, 0.2, 0.3, 0.9])
+
+
+def test_soft_labels_apply_the_same_rule_per_pixel():
+    prob = np.array([[0.002, 0.1], [0.3, 0.9]])
+    lab = soft_labels(prob, V=4.0, zero_below=0.01)
+    assert lab.dtype == np.float32 and lab.shape == (2, 2)
+    assert np.allclose(lab, [[0.0, 0.4], [1.0, 1.0]])
 
 
 def test_patch_filter_drops_patches_without_a_confident_point():

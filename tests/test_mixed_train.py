@@ -1,14 +1,23 @@
-"""Mixed-supervision fine-tuning on a tiny AC-Former: data, weighted loss, EM job, cancel."""
+"""Mixed-supervision fine-tuning on a tiny AC-Former: data, pseudo labels, EM job, cancel, CLI."""
 
 import numpy as np
 import pytest
 import torch
 
-from napari_histoai.errors import CancelFlag, Cancelled
-
 from napari_histoai.engine.jobs import run_job
-from napari_histoai.methods.mixed.data import crop_at, ignore_mask, make_mixed_image, split_holdout, targets_of
-from napari_histoai.methods.mixed.train import MixedConfig, mixed_train_job, pseudo_label
+from napari_histoai.errors import CancelFlag, Cancelled
+from napari_histoai.methods.detection.finetune.data import (
+    crop_at,
+    ignore_mask,
+    make_mixed_image,
+    split_holdout,
+    targets_of,
+)
+from napari_histoai.methods.detection.finetune.train import (
+    MixedConfig,
+    mixed_train_job,
+    pseudo_label,
+)
 
 
 def tiny_model(name="tiny-start", seed=0):
@@ -78,28 +87,6 @@ def test_fine_points_regions_holdout_and_crops():
     assert ig.any() and not ig.all()
 
 
-def test_weighted_criterion_soft_targets_and_ignored_area():
-    from napari_histoai.methods.detection.configs import get_config
-    from napari_histoai.methods.detection.loss import SetCriterion
-    from napari_histoai.methods.mixed.criterion import WeightedCriterion
-
-    cfg = get_config("tiny")
-    torch.manual_seed(0)
-    out = {"pred_logits": torch.randn(1, 20, 4), "pred_points": torch.rand(1, 20, 2)}
-    t = {"points": torch.tensor([[0.2, 0.2], [0.7, 0.7]]), "labels": torch.tensor([0, -1])}
-    base, _ = SetCriterion(cfg)(out, [t])
-    same, _ = WeightedCriterion(cfg)(out, [{**t, "weights": torch.ones(2)}])
-    assert torch.allclose(base, same)  # weights 1, nothing ignored = AC-Former's loss
-    soft, _ = WeightedCriterion(cfg)(out, [{**t, "weights": torch.tensor([0.5, 0.5])}])
-    assert not torch.allclose(soft, base)
-    ign = torch.ones(16, 16, dtype=torch.bool)
-    ignored, _ = WeightedCriterion(cfg)(out, [{**t, "weights": torch.ones(2), "ignore": ign}])
-    assert ignored < base  # unmatched proposals in the ignored area add no loss
-    empty = {"points": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long), "weights": torch.zeros(0)}
-    all_ignored, _ = WeightedCriterion(cfg)({**out, "aux_outputs": []}, [{**empty, "ignore": ign}])
-    assert float(all_ignored) == 0.0
-
-
 def test_em_rounds_save_a_model_and_cancel_saves_nothing(tmp_path):
     from napari_histoai.models import list_models
 
@@ -137,7 +124,7 @@ def test_cli_trains_on_a_project_folder(tmp_path, capsys):
 
     import tifffile
 
-    from napari_histoai.methods.mixed.cli_support import main
+    from napari_histoai.cli import main
     from napari_histoai.models import list_models
     from napari_histoai.project import Project, ProjectPoints
 
@@ -148,11 +135,12 @@ def test_cli_trains_on_a_project_folder(tmp_path, capsys):
     tifffile.imwrite(path, im, photometric="rgb")
     prj = Project.for_image(path)
     prj.save(ProjectPoints(pts, cls, np.ones(len(pts)), ["user"] * len(pts)), rev, neg, model="tiny-start")
-    args = ["--project", str(prj.root), "--out", "from-cli", "--rounds", "1", "--steps", "2", "--views", "crop",
-            "--mix-ratio", "2:1:7", "--device", "cpu"]
+    args = ["train-detector", "--project", str(prj.root), "--out", "from-cli", "--rounds", "1", "--steps", "2",
+            "--views", "crop", "--mix-ratio", "2:1:7", "--device", "cpu"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and out["start_model"] == "tiny-start" and "from-cli" in list_models()
     assert Project(prj.root).meta["models"][-1]["name"] == "from-cli"
-    assert main(["--project", str(tmp_path / "nope"), "--out", "x"]) == 2
-    assert main(args[:3] + ["bad name!"] + args[4:]) == 2
+    assert main(["train-detector", "--project", str(tmp_path / "nope"), "--out", "x"]) == 2
+    assert main(args[:4] + ["bad name!"] + args[5:]) == 2
+    assert main(args[:4] + ["other"] + args[5:12] + ["2:1"] + args[13:]) == 2  # a bad --mix-ratio

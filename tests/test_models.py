@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from napari_histoai.errors import JobError
-from napari_histoai.models import list_models, load_checkpoint, load_state_strict, save_checkpoint
+from napari_histoai.models import (
+    list_models,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+)
 
 
 def test_round_trip_and_listing(tmp_path, monkeypatch):

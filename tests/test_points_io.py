@@ -7,7 +7,11 @@ import pytest
 
 from napari_histoai.errors import JobError
 from napari_histoai.io.points import (
-    read_points, read_points_csv, read_points_geojson, write_points_csv, write_points_geojson,
+    read_points,
+    read_points_csv,
+    read_points_geojson,
+    write_points_csv,
+    write_points_geojson,
 )
 
 
@@ -15,8 +19,8 @@ def test_csv_round_trip_with_micrometres(tmp_path):
     yx = np.array([[1.5, 2.25], [100.0, 7.0]])
     p = write_points_csv(tmp_path / "p.csv", yx, ["epithelial", "fibroblast"], [0.9, 0.4], mpp=0.5)
     lines = p.read_text().splitlines()
-    assert lines[0] == "y,x,class,score,y_um,x_um"
-    assert lines[1].split(",")[4:] == ["0.750", "1.125"]
+    assert lines[0] == "y,x,class,score,y_um,x_um,mpp"  # the pixel size used is stated
+    assert lines[1].split(",")[4:] == ["0.750", "1.125", "0.5"]
     t = read_points_csv(p)
     np.testing.assert_allclose(t.yx, yx)
     assert t.classes == ["epithelial", "fibroblast"]

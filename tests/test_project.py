@@ -7,7 +7,13 @@ import time
 
 import numpy as np
 
-from napari_histoai.project import NO_TARGET, REVIEWED, Project, ProjectPoints, project_dir_for
+from napari_histoai.project import (
+    NO_TARGET,
+    REVIEWED,
+    Project,
+    ProjectPoints,
+    project_dir_for,
+)
 
 
 def test_points_and_regions_round_trip(tmp_path):

@@ -7,7 +7,6 @@ from napari_histoai.engine.tiling import LabelStitcher, stitch_points, tile_grid
 from napari_histoai.methods.classical import ClassicalDetector
 
 
-
 @pytest.mark.parametrize("shape,tile,overlap,region", [
     ((1000, 1300), 256, 32, None), ((500, 500), 512, 64, None), ((2000, 900), 300, 100, (130, 40, 1777, 851)),
 ])

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .errors import JobError
 from .bundled import resources_dir
+from .errors import JobError
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"

@@ -13,20 +13,19 @@ kill in the middle of a save leaves the previous version intact. Nothing here ne
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from .errors import JobError
 from .io.atomic import atomic_write_text
-from .io.points import PointsTable as ProjectPoints  # a project's points: yx, classes, scores, sources
+from .io.points import (
+    PointsTable as ProjectPoints,  # a project's points: yx, classes, scores, sources
+)
 from .io.points import points_csv_text, read_points_csv
 
 __all__ = ["Project", "ProjectPoints", "project_dir_for", "REVIEWED", "NO_TARGET", "SOURCES"]

@@ -70,8 +70,13 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opt
     from .engine.devices import pick_device
     from .io import open_image
     from .io.writers import write_labels_ometiff
-    from .methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, segment_job,
-                                      train_segmenter_job)
+    from .methods.contrastive import (
+        ContrastiveConfig,
+        SegmenterModel,
+        load_model,
+        segment_job,
+        train_segmenter_job,
+    )
     from .methods.contrastive import save_model as save_segmenter
 
     out = check_output(out, LABELS_SUFFIXES, [image])

@@ -1,4 +1,6 @@
-"""``histoai train-detector``: train an AC-Former nuclei detector on images + points CSVs."""
+"""``histoai train-detector``: train an AC-Former nuclei detector on images + points CSVs, or
+(``--project DIR [DIR ...] --out NAME``) fine-tune one on correction projects (``<image>.histoai``
+folders, or the images themselves) with mixed supervision."""
 
 from __future__ import annotations
 
@@ -34,9 +36,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--log", default=None, help="append per-step JSON lines to this file")
     p.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
-    from ..methods.mixed.cli_support import add_project_args
-
-    add_project_args(p)  # --project DIR...: fine-tune on correction projects (mixed supervision)
+    g = p.add_argument_group("fine-tuning on correction projects (mixed supervision)",
+                             "--out, --steps (per EM round, default 60), --views, --global-loss, --fusestyle and "
+                             "--lr (default 1e-4) apply too; --images/--points are not used")
+    g.add_argument("--project", nargs="+", metavar="DIR",
+                   help="project folders <image>.histoai (or the images) made with the 'Correct nuclei' dock")
+    g.add_argument("--start-model", default=None, help="model to fine-tune (default: the project's model, else the bundled one)")
+    g.add_argument("--rounds", type=int, default=2, help="EM rounds (pseudo labels re-predicted each round)")
+    g.add_argument("--pseudo-t", type=float, default=None,
+                   help="T: pseudo patches whose best score is below T are dropped (default: the model's score threshold)")
+    g.add_argument("--pseudo-v", type=float, default=4.0, help="V: pseudo weight = clip(score * V, 0, 1)")
+    g.add_argument("--mix-ratio", default="2:1:1", help="R: fine:pseudo:negative crops per batch (paper 2:1:7)")
+    g.add_argument("--no-pseudo", action="store_true", help="fine labels (and no-target regions) only")
+    g.add_argument("--budget-seconds", type=float, default=0.0, help="CPU-time budget for the whole run (0 = none)")
+    g.add_argument("--val-fraction", type=float, default=0.2, help="part of the reviewed regions held out for validation")
     return p
 
 
@@ -66,9 +79,7 @@ def build_config(args):
 def run(args) -> int:
     import torch
 
-    if getattr(args, "project", None):
-        from ..methods.mixed.cli_support import run_project
-
+    if args.project:
         return run_project(args)
     if not (args.images and args.points):
         from ..errors import JobError
@@ -76,8 +87,8 @@ def run(args) -> int:
         raise JobError("give --images and --points (folders), or --project DIR for correction projects")
 
     from ..engine.devices import pick_device
-    from ..errors import JobError
     from ..engine.jobs import run_with_tqdm
+    from ..errors import JobError
     from ..methods.detection.data import load_folder
     from ..methods.detection.train import train_job
 
@@ -99,4 +110,29 @@ def run(args) -> int:
                     extra_config=extra)
     result = run_with_tqdm(job, desc="train-detector")
     print(json.dumps({"model": str(args.out), "classes": result["classes"], "mpp": result["mpp"]}))
+    return 0
+
+
+def run_project(args) -> int:
+    """Fine-tune on the ``--project`` folders; prints a JSON summary on stdout."""
+    from ..engine.jobs import run_with_tqdm
+    from ..methods.detection.finetune.job import (
+        mixed_config,
+        open_projects,
+        train_corrections_job,
+    )
+    from ..methods.detection.registry import default_detector
+
+    projects = open_projects(args.project)
+    start = args.start_model or projects[0].meta.get("model") or default_detector()
+    if start == "classical":
+        start = default_detector()
+    onoff = {None: None, "on": True, "off": False}
+    m = mixed_config(ratio=args.mix_ratio, rounds=args.rounds, steps=args.steps, T=args.pseudo_t, V=args.pseudo_v,
+                     pseudo=not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
+                     lr=args.lr, views=args.views, global_loss=onoff[args.global_loss], fusestyle=onoff[args.fusestyle])
+    extra = {"command": " ".join(["histoai"] + sys.argv[1:]), "projects": [str(p.root) for p in projects]}
+    job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra)
+    summary = run_with_tqdm(job, desc="train-detector --project")
+    print(json.dumps({k: summary[k] for k in ("model", "start_model", "val_before", "val", "steps", "cpu_seconds")}))
     return 0

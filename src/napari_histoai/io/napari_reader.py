@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ..errors import JobError
 from .image import SlideImage
 from .open import open_image

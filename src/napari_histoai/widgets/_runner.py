@@ -14,11 +14,17 @@ import logging
 import traceback
 from typing import Any, Callable, Optional
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
-
-from ..errors import CancelFlag, Cancelled, JobError
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..engine.jobs import Progress, run_job
+from ..errors import CancelFlag, Cancelled, JobError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,16 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..engine.devices import DEVICE_CHOICES
@@ -89,7 +98,7 @@ class TrainSection(QWidget):
             self.model_combo.setCurrentText(cur)
 
     def config(self):
-        from ..methods.mixed.train import MixedConfig
+        from ..methods.detection.finetune.train import MixedConfig
 
         try:
             ratio = tuple(float(v) for v in self.ratio.text().replace(",", ":").split(":"))
@@ -104,7 +113,10 @@ class TrainSection(QWidget):
 
     def start(self):
         """Start training; returns the worker (None when synchronous or refused)."""
-        from ..methods.mixed.job import check_model_name, train_corrections_job
+        from ..methods.detection.finetune.job import (
+            check_model_name,
+            train_corrections_job,
+        )
 
         try:
             name = check_model_name(self.name_edit.text())

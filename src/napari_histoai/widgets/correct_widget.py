@@ -13,7 +13,17 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import JobError
 from ..project import NO_TARGET, REVIEWED, Project, project_dir_for
@@ -31,9 +41,9 @@ SAVE_DELAY_MS = 1000
 def project_for_layer(image_layer) -> Project:
     """The project of an image layer: ``<file>.histoai`` next to its file, else a folder under
     ``~/.napari-histoai/projects/<layer name>`` (images without a file)."""
-    from ..models import user_models_dir
-
     import os
+
+    from ..models import user_models_dir
 
     path = (getattr(image_layer, "metadata", {}) or {}).get("histoai_path")
     if path:
@@ -399,7 +409,7 @@ class CorrectWidget(QWidget):
 
     # ------------------------------------------------------------------ training
     def snapshots(self) -> list:
-        from ..methods.mixed.job import Snapshot
+        from ..methods.detection.finetune.job import Snapshot
         from ._layers import image_from_layer
 
         if self.points_layer is None or self.image_layer is None:

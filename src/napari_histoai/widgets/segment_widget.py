@@ -10,16 +10,38 @@ from typing import Optional
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
-    QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..engine.devices import DEVICE_CHOICES, pick_device
 from ..engine.geometry import polygons_bbox
 from ..errors import JobError
-from ..methods.contrastive import (ContrastiveConfig, SegmenterModel, load_model, save_model, segment_job,
-                                   train_segmenter_job)
-from ._layers import image_source, layer_mpp, layer_shape, placement, shapes_polygons, visible_region
+from ..methods.contrastive import (
+    ContrastiveConfig,
+    SegmenterModel,
+    load_model,
+    save_model,
+    segment_job,
+    train_segmenter_job,
+)
+from ._layers import (
+    image_source,
+    layer_mpp,
+    layer_shape,
+    placement,
+    shapes_polygons,
+    visible_region,
+)
 from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, notify_error
 

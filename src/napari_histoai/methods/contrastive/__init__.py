@@ -8,7 +8,13 @@ inter-channel InfoNCE losses (``loss``). ``train`` runs restarts with model sele
 ``job`` holds the user-level jobs (train, segment, save/load).
 """
 
-from .job import SegmenterModel, load_model, save_model, segment_job, train_segmenter_job
+from .job import (
+           SegmenterModel,
+           load_model,
+           save_model,
+           segment_job,
+           train_segmenter_job,
+)
 from .train import KIND, ContrastiveConfig, TrainResult, train_job
 
 __all__ = ["ContrastiveConfig", "TrainResult", "SegmenterModel", "train_job", "train_segmenter_job",

@@ -22,9 +22,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ...errors import JobError
-
 from ...engine.jobs import Progress
+from ...errors import JobError
 from .loss import contrastive_loss
 from .network import build
 from .predict import to_input

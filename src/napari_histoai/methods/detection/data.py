@@ -7,7 +7,6 @@ label -1: a nucleus of unknown class (a detection target, not a classification t
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from .backbone import build_backbone
-from .transformer import MLP, DecoderLayer, EncoderLayer, inverse_sigmoid, sine_embed_points
+from .transformer import (
+    MLP,
+    DecoderLayer,
+    EncoderLayer,
+    inverse_sigmoid,
+    sine_embed_points,
+)
 
 __all__ = ["ACFormer", "build_model"]
 

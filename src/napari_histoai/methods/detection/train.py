@@ -1,13 +1,16 @@
-"""AC-Former training as a job (a generator yielding ``Progress``; see ``engine.jobs``).
+"""AC-Former training: the one training loop (:class:`Trainer`), and training from scratch on
+images + points as a job (:func:`train_job`, a generator yielding ``Progress``; see
+``engine.jobs``). Fine-tuning from user corrections (``finetune``) runs the same loop.
 
-One step (paper eq. 1): B random crops -> the view generator makes M views per crop (AAT /
+One step (paper eq. 1): B crops -> the view generator makes M views per crop (AAT /
 random affine / random crop / none) and the ground-truth points are moved into each view by
 the same matrix (points leaving a view are dropped) -> the local network predicts on the views
 -> Hungarian loss against the ground truth, plus (after ``global_warmup`` steps, weight
 ``global_weight``) against the global (EMA) network's thresholded predictions on the whole
 crop, moved into each view the same way. Deep supervision on encoder + all decoder layers.
-The global network is updated as the EMA of the local one after every step; it is the network
-that is validated and saved.
+Targets may carry weights and crops an ignored area (mixed supervision; see ``loss``): the
+ignored area is warped into each view like the pixels. The global network is updated as the
+EMA of the local one after every step; it is the network that is validated and saved.
 
 Checkpoints: ``<out>/`` is the best model so far (by F_d + mean F_c on the validation images, or
 the last one without validation); ``<out>.state/last.pt`` holds what ``resume`` needs (tensors
@@ -19,15 +22,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ...errors import CancelFlag, JobError, check_cancel
-
 from ...engine.jobs import Progress
-from .aat import build_view_generator, transform_points
+from ...errors import CancelFlag, JobError, check_cancel
+from .aat import build_view_generator, transform_points, warp_images
 from .configs import ACFormerConfig
 from .data import PointImage, random_crop
 from .ema import ModelEMA
@@ -35,7 +37,7 @@ from .loss import build_criterion
 from .model import build_model
 from .predict import KIND, ACFormerDetector
 
-__all__ = ["train_job", "evaluate", "state_dir", "RESUME_MAY_CHANGE"]
+__all__ = ["Trainer", "train_job", "evaluate", "state_dir", "RESUME_MAY_CHANGE"]
 
 # schedule / inference settings that may differ when a run is resumed (e.g. to extend it)
 RESUME_MAY_CHANGE = ("steps", "global_warmup", "global_weight", "teacher_threshold", "lr_drop",
@@ -47,28 +49,20 @@ def state_dir(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
 
-def _param_groups(model, views, cfg: ACFormerConfig):
+def _param_groups(model, views, cfg: ACFormerConfig) -> list:
+    """AdamW groups: backbone at ``lr``, the rest of the network at ``lr * lr_transformer_mult``,
+    the AAT (if any) at ``lr * lr_aat_mult``; ``base_lr`` is what the lr schedule scales."""
     bb, tr = [], []
     for n, p in model.named_parameters():
         (bb if n.startswith("backbone.") else tr).append(p)
     groups = [{"params": bb, "lr": cfg.lr, "name": "backbone"},
               {"params": tr, "lr": cfg.lr * cfg.lr_transformer_mult, "name": "transformer"}]
-    aat = [p for p in views.parameters()]
+    aat = list(views.parameters())
     if aat:
         groups.append({"params": aat, "lr": cfg.lr * cfg.lr_aat_mult, "name": "aat"})
     for g in groups:
         g["base_lr"] = g["lr"]
     return groups
-
-
-def optimizer_step(loss: torch.Tensor, opt, grad_clip: float, ema, model) -> None:
-    """Backward, clip gradients (max norm ``grad_clip``; 0 = off), step, update the EMA network."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
-    opt.step()
-    ema.update(model)
 
 
 def _lr_factor(step: int, cfg: ACFormerConfig, steps: int) -> float:
@@ -78,8 +72,8 @@ def _lr_factor(step: int, cfg: ACFormerConfig, steps: int) -> float:
 
 @torch.no_grad()
 def _teacher_targets(ema_model, crops: torch.Tensor, thr: float) -> list:
-    """The global network's predictions on whole crops kept at max prob >= thr -> targets
-    (points normalised to the crop, labels = argmax class)."""
+    """The global network's predictions on whole crops [B, 3, s, s] kept at max prob >= thr ->
+    B targets (points [G, 2] normalised to the crop, labels [G] = argmax class)."""
     out = ema_model(crops)
     probs = out["pred_logits"].sigmoid()
     score, lab = probs.max(-1)
@@ -90,14 +84,105 @@ def _teacher_targets(ema_model, crops: torch.Tensor, thr: float) -> list:
     return res
 
 
-def _view_targets(targets: list, theta: torch.Tensor, m: int) -> list:
-    """Move per-crop targets into each of the M views of that crop (drop points that leave)."""
+def _view_targets(targets: list, theta: torch.Tensor, m: int, ignore: Optional[torch.Tensor] = None) -> list:
+    """Move per-crop targets into each of the M views of that crop (theta [B*M, 2, 3]; points
+    that leave are dropped, with their weights). ``ignore`` bool [B*M, s, s]: each view's
+    ignored area, attached to its targets."""
     res = []
     for i in range(theta.shape[0]):
         t = targets[i // m]
         pts, keep = transform_points(t["points"], theta[i])
-        res.append({"points": pts[keep], "labels": t["labels"][keep]})
+        v = {"points": pts[keep], "labels": t["labels"][keep]}
+        if t.get("weights") is not None:
+            v["weights"] = t["weights"][keep]
+        if ignore is not None:
+            v["ignore"] = ignore[i]
+        res.append(v)
     return res
+
+
+class Trainer:
+    """The AC-Former training loop, shared by training from scratch (:func:`train_job`) and
+    fine-tuning from corrections (``finetune.train``); the callers draw the batches and do the
+    validation and saving.
+
+    Holds the local network ``model`` (already on its device), the view generator ``views``, the
+    criterion, the global network ``ema`` and the optimiser ``opt``; ``n`` = steps done,
+    ``seconds`` = wall time spent in :meth:`fit` (both restored on resume). The global loss is on from
+    step ``global_warmup`` (default ``cfg.global_warmup``) when ``cfg.global_loss``.
+    """
+
+    def __init__(self, model, cfg: ACFormerConfig, seed: int = 0, global_warmup: Optional[int] = None):
+        self.model, self.cfg, self.seed = model, cfg, seed
+        self.device = next(model.parameters()).device
+        self.views = build_view_generator(cfg).to(self.device)
+        self.criterion = build_criterion(cfg)
+        self.ema = ModelEMA(model, cfg.ema_momentum)
+        self.opt = torch.optim.AdamW(_param_groups(model, self.views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.global_warmup = cfg.global_warmup if global_warmup is None else int(global_warmup)
+        self.n, self.seconds = 0, 0.0
+
+    def step(self, crops: torch.Tensor, targets: list, ignore: Optional[torch.Tensor] = None) -> dict:
+        """One step on ``crops`` float32 [B, 3, s, s] in [0, 1] with per-crop ``targets``
+        ``{"points": [G, 2] (y, x) normalised to the crop, "labels": [G] (-1 = unknown class),
+        "weights": [G] (optional)}`` and ``ignore`` bool [B, s, s] (optional: where unmatched
+        proposals get no loss). -> info: ``loss``, ``class``, ``point`` (+ ``global``,
+        ``n_teacher`` = mean teacher points per crop, when the global loss is on)."""
+        cfg, dev = self.cfg, self.device
+        self.model.train(), self.views.train()
+        crops = crops.to(dev)
+        targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.n)
+        v, theta = self.views(crops, gen)
+        m = self.views.m
+        ign_v = None
+        if ignore is not None:  # warp the known area like the pixels; < half known -> ignored
+            known = (~ignore.to(dev)).float()[:, None].repeat_interleave(m, 0)
+            ign_v = warp_images(known, theta.detach(), v.shape[-1])[:, 0] < 0.5
+        outputs = self.model(v)
+        loss, parts = self.criterion(outputs, _view_targets(targets, theta, m, ign_v))
+        if cfg.global_loss and self.n >= self.global_warmup:
+            teacher = _teacher_targets(self.ema.module, crops, cfg.teacher_threshold)
+            gl, _ = self.criterion(outputs, _view_targets(teacher, theta, m, ign_v))
+            loss = loss + cfg.global_weight * gl
+            parts["global"] = float(gl.detach())
+            parts["n_teacher"] = sum(len(t["labels"]) for t in teacher) / len(teacher)
+        if not torch.isfinite(loss):
+            raise JobError(f"training diverged at step {self.n} (loss {float(loss)})")
+        self._optimizer_step(loss)
+        self.n += 1
+        return {"loss": float(loss.detach()), **parts}
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward, clip gradients (max norm ``cfg.grad_clip``; 0 = off), step, update the EMA."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], self.cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(self.model)
+
+    def fit(self, next_batch: Callable, n_steps: int, cancel: Optional[CancelFlag] = None,
+            lr_factor: Optional[Callable[[int], float]] = None):
+        """Up to ``n_steps`` steps; yields each step's info (see :meth:`step`).
+
+        ``next_batch(i)`` (i = 0, 1, ... within this call) -> ``(crops, targets)`` or
+        ``(crops, targets, ignore)``, or None to stop early (e.g. a time budget). ``lr_factor(n)``
+        scales every group's ``base_lr`` at step ``n`` (None: constant lr). Checks ``cancel``
+        before each step."""
+        for i in range(n_steps):
+            check_cancel(cancel)
+            t0 = time.perf_counter()
+            batch = next_batch(i)
+            if batch is None:
+                return
+            if lr_factor is not None:
+                f = lr_factor(self.n)
+                for g in self.opt.param_groups:
+                    g["lr"] = g["base_lr"] * f
+            info = self.step(*batch)
+            self.seconds += time.perf_counter() - t0
+            yield info
 
 
 def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.5,), radius: float = 6.0) -> dict:
@@ -140,12 +225,9 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
     sdir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     seed_everything(seed)
-    model = build_model(cfg, backbone_weights).to(device)
-    views = build_view_generator(cfg).to(device)
-    criterion = build_criterion(cfg)
-    ema = ModelEMA(model, cfg.ema_momentum)
-    opt = torch.optim.AdamW(_param_groups(model, views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, best, t_used, history, changed = 0, -1.0, 0.0, [], {}
+    tr = Trainer(build_model(cfg, backbone_weights).to(device), cfg, seed)
+    model, views, ema, opt = tr.model, tr.views, tr.ema, tr.opt
+    best, history, changed = -1.0, [], {}
     last = sdir / "last.pt"
     if resume and last.is_file():
         st = torch.load(str(last), map_location="cpu", weights_only=True)
@@ -156,67 +238,47 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
         changed = {k: [saved.get(k), getattr(cfg, k)] for k in RESUME_MAY_CHANGE if saved.get(k) != getattr(cfg, k)}
         model.load_state_dict(st["model"]), ema.module.load_state_dict(st["ema"])
         views.load_state_dict(st["views"]), opt.load_state_dict(st["opt"])
-        step, best, t_used, ema.updates = int(st["step"]), float(st["best"]), float(st["time"]), int(st["ema_updates"])
+        tr.n, best, tr.seconds, ema.updates = int(st["step"]), float(st["best"]), float(st["time"]), int(st["ema_updates"])
         history = json.loads(st["history"])
         torch.set_rng_state(st["rng"])
     log = open(log_path, "a") if log_path else None
     if resume and changed and log:
-        log.write(json.dumps({"step": step, "resumed_with_changes": changed}) + "\n")
+        log.write(json.dumps({"step": tr.n, "resumed_with_changes": changed}) + "\n")
     total = cfg.steps
     run_cfg = {"kind": KIND, "name": out.name, "architecture": cfg.to_dict(), "classes": list(cfg.classes),
                "mpp": cfg.mpp, **(extra_config or {})}
 
     def save_state():
         torch.save({"model": model.state_dict(), "ema": ema.module.state_dict(), "views": views.state_dict(),
-                    "opt": opt.state_dict(), "step": step, "best": best, "time": t_used,
+                    "opt": opt.state_dict(), "step": tr.n, "best": best, "time": tr.seconds,
                     "ema_updates": ema.updates, "history": json.dumps(history), "rng": torch.get_rng_state(),
                     "architecture": cfg.to_dict()}, str(sdir / "last.tmp"))
         (sdir / "last.tmp").replace(last)
 
     def save_model(metrics: dict):
         c = dict(run_cfg)
-        c["training"] = {**c.get("training", {}), "steps": step, "seed": seed, "train_seconds": round(t_used, 1),
+        c["training"] = {**c.get("training", {}), "steps": tr.n, "seed": seed, "train_seconds": round(tr.seconds, 1),
                          "n_train_images": len(train), "device": str(device)}
         if changed:
             c["training"]["changed_on_resume"] = changed
         c["metrics"] = metrics
         save_checkpoint(out, ema.module.state_dict(), c)
 
+    def next_batch(_i):
+        """B random crops of random training images, drawn from the step number (resumable)."""
+        rng = np.random.default_rng([seed, tr.n])
+        crops, targets = [], []
+        for _ in range(cfg.batch_images):
+            item = train[int(rng.integers(len(train)))]
+            c, p, lab = random_crop(item, cfg.crop_size, rng, cfg.color_jitter)
+            crops.append(torch.from_numpy(c))
+            targets.append({"points": torch.from_numpy(p), "labels": torch.from_numpy(lab)})
+        return torch.stack(crops), targets
+
     try:
-        while step < total:
-            check_cancel(cancel)
-            t0 = time.perf_counter()
-            model.train(), views.train()
-            rng = np.random.default_rng([seed, step])
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            crops, targets = [], []
-            for _ in range(cfg.batch_images):
-                item = train[int(rng.integers(len(train)))]
-                c, p, lab = random_crop(item, cfg.crop_size, rng, cfg.color_jitter)
-                crops.append(torch.from_numpy(c))
-                targets.append({"points": torch.from_numpy(p).to(device), "labels": torch.from_numpy(lab).to(device)})
-            crops = torch.stack(crops).to(device)
-            f = _lr_factor(step, cfg, total)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * f
-            v, theta = views(crops, gen)
-            m = views.m
-            vt = _view_targets(targets, theta, m)
-            outputs = model(v)
-            loss, parts = criterion(outputs, vt)
-            use_global = cfg.global_loss and step >= cfg.global_warmup
-            if use_global:
-                teacher = _teacher_targets(ema.module, crops, cfg.teacher_threshold)
-                gl, gparts = criterion(outputs, _view_targets(teacher, theta, m))
-                loss = loss + cfg.global_weight * gl
-                parts["global"] = float(gl.detach())
-                parts["n_teacher"] = sum(len(t["labels"]) for t in teacher) / len(teacher)
-            if not torch.isfinite(loss):
-                raise JobError(f"training diverged at step {step} (loss {float(loss)})")
-            optimizer_step(loss, opt, cfg.grad_clip, ema, model)
-            step += 1
-            t_used += time.perf_counter() - t0
-            info = {"loss": float(loss.detach()), **parts, "lr": opt.param_groups[0]["lr"], "sec": round(t_used, 1)}
+        for info in tr.fit(next_batch, total - tr.n, cancel, lambda n: _lr_factor(n, cfg, total)):
+            step = tr.n
+            info.update(lr=opt.param_groups[0]["lr"], sec=round(tr.seconds, 1))
             if log:
                 log.write(json.dumps({"step": step, **{k: (round(x, 5) if isinstance(x, float) else x) for k, x in info.items()}}) + "\n")
                 log.flush()

@@ -8,20 +8,11 @@ from typing import Optional
 
 import numpy as np
 
-from ...errors import JobError
+from ....engine.resize import resize, scaled_shape
+from ....errors import JobError
 from .data import MixedImage, make_mixed_image
 
 __all__ = ["training_area", "mixed_image_from", "mixed_image_from_project"]
-
-
-def _resize(px: np.ndarray, factor: float) -> np.ndarray:
-    if abs(factor - 1.0) < 1e-3:
-        return px
-    from PIL import Image
-
-    h, w = px.shape[:2]
-    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
-    return np.asarray(Image.fromarray(px).resize(size, Image.BILINEAR))
 
 
 def training_area(regions: dict, shape, scale: float, margin: int = 128, max_side: int = 3072):
@@ -63,7 +54,7 @@ def mixed_image_from(slide, yx, classes, sources, regions: dict, class_names, mo
     lh, lw = slide.levels[level].shape[:2]
     ly1, lx1 = min(ly1, lh), min(lx1, lw)
     px = np.asarray(slide.read_region(ly0, lx0, ly1, lx1, level=level))[..., :3]
-    px = _resize(np.ascontiguousarray(px), ds / scale)
+    px = resize(np.ascontiguousarray(px), scaled_shape(px.shape, ds / scale))
     # level-0 px -> model px of this area
     oy, ox = ly0 * ds, lx0 * ds
     fy = px.shape[0] / ((ly1 - ly0) * ds)
@@ -82,7 +73,7 @@ def mixed_image_from(slide, yx, classes, sources, regions: dict, class_names, mo
 
 def mixed_image_from_project(project, class_names, model_mpp, margin: int = 128, max_side: int = 3072) -> MixedImage:
     """Open the project's image and build its training data."""
-    from ...io import open_image
+    from ....io import open_image
 
     if not project.image_path:
         raise JobError(f"project {project.root} does not say which image it belongs to")

@@ -2,47 +2,58 @@
 
 Per EM round: **E-step** — the current global (EMA) network predicts on every image (tiled,
 score floor ``pseudo_floor``, by default T: only what the model would report; near-duplicates
-merged); predictions in the unreviewed area become
-pseudo labels by :mod:`.rules` (patch filter T, weights clip(s V, 0, 1), < 0.01 -> 0). **M-step**
-— ``steps`` optimiser steps, warm-started from the previous round; each batch mixes fine /
-pseudo / negative crops at the ratio R; AC-Former's view generator (AAT / random affine / crop),
-global EMA loss and FuseStyle are switches. After every round the global network is validated
-on the held-out reviewed blocks (F_d, mean F_c); the best round is saved (atomically, only at the
-very end: a cancelled job leaves every existing model untouched).
+merged); predictions in the unreviewed area become pseudo labels by the rules of
+:mod:`napari_histoai.methods.mixed_supervision` (patch filter T, weights clip(s V, 0, 1),
+< 0.01 -> 0). **M-step** — ``steps`` optimiser steps of the shared training loop
+(:class:`~napari_histoai.methods.detection.train.Trainer`), warm-started from the previous
+round; each batch mixes fine / pseudo / negative crops at the ratio R; AC-Former's view
+generator (AAT / random affine / crop), global EMA loss and FuseStyle are switches. After every
+round the global network is validated on the held-out reviewed blocks (F_d, mean F_c); the best
+round is saved (atomically, only at the very end: a cancelled job leaves every existing model
+untouched).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ...engine.inference import infer
-from ...errors import CancelFlag, JobError, check_cancel
-
-from ...engine.jobs import Progress
-from ..detection.train import optimizer_step
-from .criterion import WeightedCriterion
-from .data import (MixedImage, crop_at, holdout_truth, ignore_mask, sample_crop, split_holdout, targets_of,
-                   unreviewed_area)
-from .rules import KINDS, mix_schedule, patch_filter, reweight
+from ....engine.inference import infer
+from ....engine.jobs import Progress
+from ....errors import CancelFlag, JobError, check_cancel
+from ...mixed_supervision import DEFAULTS, KINDS, mix_schedule, patch_filter, reweight
+from ..train import Trainer
+from .data import (
+    MixedImage,
+    crop_at,
+    holdout_truth,
+    ignore_mask,
+    sample_crop,
+    split_holdout,
+    targets_of,
+    unreviewed_area,
+)
 
 __all__ = ["MixedConfig", "mixed_train_job", "pseudo_label", "validate"]
 
 
 @dataclass
 class MixedConfig:
+    """Settings of one fine-tuning run (see the module docstring); None / 0 = the start model's."""
+
     rounds: int = 2                   # EM rounds (E-step + M-step each)
     steps: int = 60                   # optimiser steps per round (a maximum when budget_seconds > 0)
     budget_seconds: float = 0.0       # CPU seconds (process time) for the whole job; 0 = no limit
     T: Optional[float] = None         # pseudo patch kept if its best score >= T (None = the model's
                                       # operating score threshold; the paper's 0.4 is for its maps)
-    V: float = 4.0                    # pseudo weight = clip(score * V, 0, 1)
-    zero_below: float = 0.01          # weights below this (after scaling) -> 0
+    V: float = DEFAULTS["V"]          # pseudo weight = clip(score * V, 0, 1)
+    zero_below: float = DEFAULTS["zero_below"]  # weights below this (after scaling) -> 0
     ratio: tuple = (2, 1, 1)          # fine : pseudo : negative crops per batch (paper 2:1:7)
     pseudo: bool = True               # False = fine labels (+ hard negatives) only
     negatives: bool = True
@@ -71,7 +82,7 @@ class MixedConfig:
 
 
 def _model_config(arch: dict, m: MixedConfig):
-    from ..detection.configs import ACFormerConfig
+    from ..configs import ACFormerConfig
 
     cfg = ACFormerConfig.from_dict(arch)
     over = {"lr": m.lr, "warmup_steps": 0}
@@ -89,9 +100,10 @@ def _model_config(arch: dict, m: MixedConfig):
 
 
 def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int, T: Optional[float] = None) -> dict:
-    """Apply the E-step rules to one image's predictions; sets ``item.pseudo*``. -> stats.
-    ``T`` overrides ``m.T`` (0.4 when both are None)."""
-    T = T if T is not None else (m.T if m.T is not None else 0.4)
+    """Apply the E-step rules to one image's predictions (``yx`` [N, 2] px, ``cls`` [N],
+    ``score`` [N]); sets ``item.pseudo*``. -> stats. ``T`` overrides ``m.T`` (the paper's 0.4
+    when both are None)."""
+    T = T if T is not None else (m.T if m.T is not None else DEFAULTS["T"])
     area = unreviewed_area(item)
     h, w = item.shape
     yx = np.asarray(yx, np.float32).reshape(-1, 2)
@@ -111,8 +123,8 @@ def pseudo_label(item: MixedImage, yx, cls, score, m: MixedConfig, patch: int, T
 def validate(detector, items: list[MixedImage], radius: float = 6.0, margin: int = 32) -> dict:
     """F_d / F_c of ``detector`` on the held-out reviewed blocks (points of class -1 count for
     detection only). Empty dict when nothing is held out."""
-    from ...engine.inference import infer_array
-    from ...metrics import pooled_classification_scores
+    from ....engine.inference import infer_array
+    from ....metrics import pooled_classification_scores
 
     def blocks():
         for it in items:
@@ -139,37 +151,6 @@ def _score(v: dict) -> float:
     return v["f_d"] + fc
 
 
-def _param_groups(model, views, cfg):
-    bb = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
-    tr = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    groups = [{"params": bb, "lr": cfg.lr}, {"params": tr, "lr": cfg.lr * cfg.lr_transformer_mult}]
-    aat = list(views.parameters())
-    if aat:
-        groups.append({"params": aat, "lr": cfg.lr * cfg.lr_aat_mult})
-    return groups
-
-
-@torch.no_grad()
-def _teacher(ema_model, crops: torch.Tensor, thr: float) -> list:
-    out = ema_model(crops)
-    score, lab = out["pred_logits"].sigmoid().max(-1)
-    return [{"points": out["pred_points"][b][score[b] >= thr].clamp(0, 1), "labels": lab[b][score[b] >= thr]}
-            for b in range(crops.shape[0])]
-
-
-def _to_views(targets: list, theta: torch.Tensor, m: int, ign_views: torch.Tensor) -> list:
-    from ..detection.aat import transform_points
-
-    res = []
-    for i in range(theta.shape[0]):
-        t = targets[i // m]
-        pts, keep = transform_points(t["points"], theta[i])
-        w = t.get("weights")
-        w = torch.ones(len(t["labels"]), dtype=pts.dtype) if w is None else w
-        res.append({"points": pts[keep], "labels": t["labels"][keep], "weights": w[keep], "ignore": ign_views[i]})
-    return res
-
-
 def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Optional[MixedConfig] = None,
                     device="cpu", seed: int = 0, cancel: Optional[CancelFlag] = None, name: Optional[str] = None,
                     extra_config: Optional[dict] = None):
@@ -177,12 +158,10 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     best round to the model folder ``out``. Yields ``Progress`` whose ``info`` has ``loss``,
     ``class``, ``point`` (+ ``global``), ``round``, ``step`` and, after each round, ``val``.
     Returns a summary dict (``model``, ``val_before``, ``val``, ``rounds``, ...)."""
-    from ...engine.devices import seed_everything
-    from ...models import load_checkpoint, load_state_strict, save_checkpoint
-    from ..detection.aat import build_view_generator, warp_images
-    from ..detection.ema import ModelEMA
-    from ..detection.model import build_model
-    from ..detection.predict import KIND, ACFormerDetector
+    from ....engine.devices import seed_everything
+    from ....models import load_checkpoint, load_state_strict, save_checkpoint
+    from ..model import build_model
+    from ..predict import KIND, ACFormerDetector
 
     m = m or MixedConfig()
     if not items:
@@ -206,7 +185,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     if cfg.stain_target is not None:
         # train on what the detector will see: each image matched to the training stain once; the
         # job's own detectors then work on these images as they are (no second mapping)
-        from ..stain import apply_lut, od_lut, od_stats
+        from ...stain import apply_lut, od_lut, od_stats
 
         for it in items:
             it.image = apply_lut(it.image, od_lut(od_stats(it.image), cfg.stain_target))
@@ -214,10 +193,8 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     avail_fine = any(it.has("fine") for it in items) or any(len(it.extra_points) for it in items)
     if not avail_fine and not m.pseudo:
         raise JobError("mark at least one reviewed region (with its points corrected) before training")
-    views = build_view_generator(cfg).to(device)
-    crit = WeightedCriterion(cfg)
-    ema = ModelEMA(model, cfg.ema_momentum)
-    opt = torch.optim.AdamW(_param_groups(model, views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr = Trainer(model, cfg, seed, global_warmup=m.global_warmup)
+    ema = tr.ema
 
     def detector(threshold=None, merge=0.0):
         d = ACFormerDetector(ema.module, det_cfg, name=name or out.name, device=device, threshold=threshold)
@@ -229,7 +206,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     best_state, best_val, best_round = None, val_before, 0
     total = m.rounds * m.steps
     budget = m.budget_seconds if m.budget_seconds and m.budget_seconds > 0 else None
-    rounds, step, losses = [], 0, []
+    rounds = []
     yield Progress(0, total, "validation before training", {"val": val_before, "round": 0, "step": 0})
     for r in range(1, m.rounds + 1):
         # ---------------------------------------------------------------- E-step
@@ -238,65 +215,33 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
             det = detector(threshold=T if m.pseudo_floor is None else m.pseudo_floor, merge=m.pseudo_merge)
             for it in items:
                 res = yield from _relabel(infer(it.image, det, mpp=det.mpp, tissue_only=False, cancel=cancel),
-                                          step, total, f"round {r}: pseudo labels on {it.name}")
+                                          tr.n, total, f"round {r}: pseudo labels on {it.name}")
                 yx, c, s = res.points, res.class_ids, res.scores
                 stats[it.name] = pseudo_label(it, yx, c, s, m, cfg.crop_size, T)
             ema.module.eval()
         avail = [any(it.has(k) for it in items) for k in KINDS]
         avail[0] = avail[0] or avail_fine
         rng = np.random.default_rng([seed, r])
-        n_steps = m.steps
-        schedule = mix_schedule(m.ratio, avail, n_steps * cfg.batch_images, rng)
+        try:
+            schedule = mix_schedule(m.ratio, avail, m.steps * cfg.batch_images, rng)
+        except ValueError as e:
+            raise JobError(str(e)) from None
         tg = {it.name: (targets_of(it), ignore_mask(it, m.pseudo_negatives)) for it in items}
         # ---------------------------------------------------------------- M-step
+        deadline = None if budget is None else t_start + budget * r / m.rounds
+        next_batch = partial(_mixed_batch, items=items, schedule=schedule, tg=tg, cfg=cfg, m=m, rng=rng,
+                             deadline=deadline)
         done_round = 0
-        for s_i in range(n_steps):
-            check_cancel(cancel)
-            if budget is not None and time.process_time() - t_start >= budget * r / m.rounds:
-                break
-            model.train(), views.train()
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            crops, targets, igns = [], [], []
-            for kind in schedule[s_i * cfg.batch_images:(s_i + 1) * cfg.batch_images]:
-                pool = [it for it in items if it.has(kind)] or [it for it in items if len(it.extra_points)]
-                it = pool[int(rng.integers(len(pool)))]
-                if it.has(kind):
-                    y0, x0 = sample_crop(it, kind, cfg.crop_size, rng)
-                else:  # only user points outside reviewed regions: crop around one of them
-                    p = it.extra_points[int(rng.integers(len(it.extra_points)))]
-                    y0 = int(np.clip(p[0] - cfg.crop_size // 2, 0, max(0, it.shape[0] - cfg.crop_size)))
-                    x0 = int(np.clip(p[1] - cfg.crop_size // 2, 0, max(0, it.shape[1] - cfg.crop_size)))
-                c, p, lab, wt, ig = crop_at(it, y0, x0, cfg.crop_size, rng, m.color_jitter, *tg[it.name])
-                crops.append(torch.from_numpy(c))
-                targets.append({"points": torch.from_numpy(p), "labels": torch.from_numpy(lab),
-                                "weights": torch.from_numpy(wt)})
-                igns.append(torch.from_numpy(ig))
-            crops = torch.stack(crops).to(device)
-            v, theta = views(crops, gen)
-            mv = views.m
-            known = (~torch.stack(igns)).float()[:, None].to(device).repeat_interleave(mv, 0)
-            ign_v = warp_images(known, theta.detach(), v.shape[-1])[:, 0] < 0.5
-            outputs = model(v)
-            loss, parts = crit(outputs, _to_views(targets, theta, mv, ign_v))
-            if cfg.global_loss and step >= m.global_warmup:
-                teacher = _teacher(ema.module, crops, cfg.teacher_threshold)
-                gl, _ = crit(outputs, _to_views(teacher, theta, mv, ign_v))
-                loss = loss + cfg.global_weight * gl
-                parts["global"] = float(gl.detach())
-            if not torch.isfinite(loss):
-                raise JobError(f"training diverged in round {r} (loss {float(loss)})")
-            optimizer_step(loss, opt, cfg.grad_clip, ema, model)
-            step += 1
+        for info in tr.fit(next_batch, m.steps, cancel):
             done_round += 1
-            info = {"loss": float(loss.detach()), **parts, "round": r, "step": step}
-            losses.append(info["loss"])
-            yield Progress(step, total, f"round {r}/{m.rounds} step {s_i + 1}: loss {info['loss']:.3f}", info)
+            info.update(round=r, step=tr.n)
+            yield Progress(tr.n, total, f"round {r}/{m.rounds} step {done_round}: loss {info['loss']:.3f}", info)
         # ---------------------------------------------------------------- validation
         ema.module.eval()
         val = validate(detector(), items)
         rounds.append({"round": r, "steps": done_round, "val": val, "pseudo": stats})
-        yield Progress(step, total, f"round {r}: validation " + (f"F_d {val['f_d']:.3f}" if val else "n/a"),
-                       {"val": val, "round": r, "step": step})
+        yield Progress(tr.n, total, f"round {r}: validation " + (f"F_d {val['f_d']:.3f}" if val else "n/a"),
+                       {"val": val, "round": r, "step": tr.n})
         if best_state is None or not val or _score(val) >= _score(best_val):
             best_state = {k: t.detach().cpu().clone() for k, t in ema.module.state_dict().items()}
             best_val, best_round = val, r
@@ -305,18 +250,42 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     check_cancel(cancel)
     train_cfg = cfg.replace(lr=config.get("architecture", {}).get("lr", cfg.lr))
     summary = {"T": T, "model": str(out), "start_model": str(start_model), "val_before": val_before, "val": best_val,
-               "selected_round": best_round, "rounds": rounds, "steps": step,
+               "selected_round": best_round, "rounds": rounds, "steps": tr.n,
                "cpu_seconds": round(time.process_time() - t_start, 1), "mixed": m.to_dict()}
     new_cfg = {k: v for k, v in config.items() if k not in ("metrics", "package_version")}
     new_cfg.update({"kind": KIND, "name": name or out.name, "architecture": train_cfg.to_dict(),
                     "classes": list(cfg.classes), "mpp": cfg.mpp})
     new_cfg["training"] = {"method": "mixed supervision fine-tuning", "start_model": str(start_model),
-                           "images": [it.name for it in items], "seed": seed, "steps": step,
+                           "images": [it.name for it in items], "seed": seed, "steps": tr.n,
                            "cpu_seconds": summary["cpu_seconds"], **(extra_config or {})}
     new_cfg["metrics"] = {"val_heldout_reviewed": best_val, "val_before": val_before, "rounds": rounds,
                           "selected_round": best_round}
     save_checkpoint(out, best_state, new_cfg)
     return summary
+
+
+def _mixed_batch(s_i: int, items: list[MixedImage], schedule: list[str], tg: dict, cfg, m: MixedConfig,
+                 rng: np.random.Generator, deadline: Optional[float]):
+    """Batch ``s_i`` of a round: B crops of the kinds ``schedule[s_i * B:(s_i + 1) * B]`` with
+    their targets and ignored areas (``tg``: image name -> (targets, ignore mask)), in the form
+    ``Trainer.fit`` takes; None once the process time reaches ``deadline``."""
+    if deadline is not None and time.process_time() >= deadline:
+        return None
+    crops, targets, igns = [], [], []
+    for kind in schedule[s_i * cfg.batch_images:(s_i + 1) * cfg.batch_images]:
+        pool = [it for it in items if it.has(kind)] or [it for it in items if len(it.extra_points)]
+        it = pool[int(rng.integers(len(pool)))]
+        if it.has(kind):
+            y0, x0 = sample_crop(it, kind, cfg.crop_size, rng)
+        else:  # only user points outside reviewed regions: crop around one of them
+            p = it.extra_points[int(rng.integers(len(it.extra_points)))]
+            y0 = int(np.clip(p[0] - cfg.crop_size // 2, 0, max(0, it.shape[0] - cfg.crop_size)))
+            x0 = int(np.clip(p[1] - cfg.crop_size // 2, 0, max(0, it.shape[1] - cfg.crop_size)))
+        c, p, lab, wt, ig = crop_at(it, y0, x0, cfg.crop_size, rng, m.color_jitter, *tg[it.name])
+        crops.append(torch.from_numpy(c))
+        targets.append({"points": torch.from_numpy(p), "labels": torch.from_numpy(lab), "weights": torch.from_numpy(wt)})
+        igns.append(torch.from_numpy(ig))
+    return torch.stack(crops), targets, torch.stack(igns)
 
 
 def _relabel(job, step, total, message):

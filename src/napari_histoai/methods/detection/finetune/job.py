@@ -1,27 +1,28 @@
 """The one job behind the correction dock's "Train" and ``histoai train-detector --project``:
 read the images' corrections, fine-tune with mixed supervision, save a named user model
 (``models.user_models_dir()/<name>``, which notifies model selectors) and record it in the
-project(s)."""
+project(s). Also what both front ends need around it: model names, opening projects, a
+:class:`~.train.MixedConfig` from plain values."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
-from ...errors import JobError
-
-from ...engine.jobs import Progress
+from ....engine.jobs import Progress
+from ....errors import JobError
 from .train import MixedConfig, mixed_train_job
 
-__all__ = ["check_model_name", "model_output", "train_corrections_job", "Snapshot"]
+__all__ = ["check_model_name", "model_output", "train_corrections_job", "Snapshot", "open_projects", "parse_ratio",
+           "mixed_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def check_model_name(name: str) -> str:
     """A new model's name: letters, digits, ``.-_``; not a bundled model or 'classical'."""
-    from ...models import bundled_models_dir
+    from ....models import bundled_models_dir
 
     name = (name or "").strip()
     if not _NAME.match(name):
@@ -33,13 +34,51 @@ def check_model_name(name: str) -> str:
 
 def model_output(name: str) -> Path:
     """``name`` -> ``user_models_dir()/name``; a path (with a folder separator) is used as is."""
-    from ...models import user_models_dir
+    from ....models import user_models_dir
 
     if "/" in str(name) or "\\" in str(name):
         p = Path(name).expanduser()
         check_model_name(p.name)
         return p
     return user_models_dir() / check_model_name(name)
+
+
+def open_projects(paths) -> list:
+    """Correction projects (``<image>.histoai`` folders, or the images they belong to) ->
+    :class:`~napari_histoai.project.Project` objects; JobError for one that does not exist."""
+    from ....project import SUFFIX, Project
+
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.name.endswith(SUFFIX) and not p.is_dir():
+            p = Path(str(p) + SUFFIX)  # the image was given
+        prj = Project(p)
+        if not prj.exists():
+            raise JobError(f"{p} is not a correction project (no points.csv / regions.geojson)")
+        out.append(prj)
+    return out
+
+
+def parse_ratio(text: str) -> tuple:
+    """The mix ratio R as text ``fine:pseudo:negative`` (``2:1:7`` or ``2,1,7``) -> three floats."""
+    try:
+        ratio = tuple(float(v) for v in str(text).replace(",", ":").split(":"))
+    except ValueError:
+        ratio = ()
+    if len(ratio) != 3 or min(ratio) < 0 or sum(ratio) <= 0:
+        raise JobError(f"mix ratio {text!r}: give three numbers fine:pseudo:negative, e.g. 2:1:1")
+    return ratio
+
+
+def mixed_config(ratio: Union[str, Sequence[float], None] = None, **values) -> MixedConfig:
+    """A :class:`~.train.MixedConfig` from plain values (command-line options, form fields):
+    ``None`` leaves a field at its default; ``ratio`` may be text (see :func:`parse_ratio`)."""
+    if isinstance(ratio, str):
+        ratio = parse_ratio(ratio)
+    if ratio is not None:
+        values["ratio"] = tuple(ratio)
+    return MixedConfig(**{k: v for k, v in values.items() if v is not None})
 
 
 class Snapshot:
@@ -56,9 +95,9 @@ def train_corrections_job(snapshots: Sequence, start_model: str, name: str, m: O
                           extra_config: Optional[dict] = None):
     """Fine-tune ``start_model`` on the snapshots (or :class:`~napari_histoai.project.Project`
     objects); returns the training summary (``model`` = the new model's folder)."""
-    from ...engine.devices import pick_device
-    from ...models import read_config, resolve_model
-    from ..detection.registry import ACFORMER_KIND
+    from ....engine.devices import pick_device
+    from ....models import read_config, resolve_model
+    from ..registry import ACFORMER_KIND
     from .project_data import mixed_image_from, mixed_image_from_project
 
     out = model_output(name)

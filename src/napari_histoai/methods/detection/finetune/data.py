@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...errors import JobError
+from ....errors import JobError
 
 __all__ = ["MixedImage", "rasterise", "make_mixed_image", "split_holdout", "sample_crop", "crop_at"]
 
