@@ -81,6 +81,34 @@ def child_detect(path: str, model: str) -> dict:
             "tiles": res.n_tiles, "skipped": res.n_tiles_skipped, "rss_before_mb": rss0, "peak_rss_mb": peak_rss_mb()}
 
 
+def child_segment(path: str) -> dict:
+    """Whole-slide instance labels (classical segmenter, tissue only) streamed by the engine into
+    a zarr store on disk, then written as a pyramidal OME-TIFF: time and peak RSS."""
+    import shutil
+    import tempfile
+
+    from napari_histoai.engine.inference import infer
+    from napari_histoai.engine.jobs import run_job
+    from napari_histoai.io import open_image
+    from napari_histoai.io.writers import write_labels_ometiff
+    from napari_histoai.methods.classical import ClassicalSegmenter
+
+    img = open_image(path)
+    work = Path(tempfile.mkdtemp(prefix="histoai-bench-"))
+    try:
+        t0 = time.perf_counter()
+        res = run_job(infer(img, ClassicalSegmenter(), store=work / "labels.zarr"))
+        t1 = time.perf_counter()
+        write_labels_ometiff(work / "labels.ome.tif", res.labels, mpp=img.mpp, max_id=res.n_objects)
+        t2 = time.perf_counter()
+        h, w = img.shape[:2]
+        return {"seconds": t1 - t0, "write_seconds": t2 - t1, "megapixels": h * w / 1e6, "n_objects": res.n_objects,
+                "tiles": res.n_tiles, "skipped": res.n_tiles_skipped, "streamed": res.store is not None,
+                "labels_bytes_in_ram_if_numpy": h * w * 4, "peak_rss_mb": peak_rss_mb()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def child_stall(path: str, model: str, seconds: float) -> dict:
     """Largest gap between 10-ms QTimer ticks while the Detect widget's job runs."""
     import napari
@@ -97,13 +125,15 @@ def child_stall(path: str, model: str, seconds: float) -> dict:
     app = QApplication.instance()
     for _ in range(50):
         app.processEvents()
-    ticks = []
+    ticks, shown = [], []
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    show = w._show
+    w._show = lambda result: (shown.append(time.perf_counter()), show(result))  # the job has returned
     timer.start()
-    w.start()
     t0 = time.perf_counter()
+    w.start()
     while w.panel.running and time.perf_counter() - t0 < seconds:
         app.processEvents()
         time.sleep(0.002)
@@ -112,12 +142,22 @@ def child_stall(path: str, model: str, seconds: float) -> dict:
         w.panel.cancel()
         while w.panel.running:
             app.processEvents()
+    t1 = time.perf_counter()
+    while time.perf_counter() - t1 < 1.0:  # the result is added and drawn
+        app.processEvents()
+        time.sleep(0.002)
     timer.stop()
     import numpy as np
 
     gaps = np.diff(ticks) * 1000 - 10
     worst = np.argsort(gaps)[-5:][::-1]
-    out = {"max_stall_ms": float(gaps.max()), "p99_stall_ms": float(np.percentile(gaps, 99)),
+    # stalls that began before the result arrived happened while detecting; the rest is napari
+    # adding and first drawing the Points layer
+    t_done = shown[0] if shown else ticks[-1]
+    ends = np.asarray(ticks[1:])
+    during, after = gaps[ends <= t_done], gaps[ends > t_done]
+    out = {"max_stall_ms": float(during.max()), "p99_stall_ms": float(np.percentile(during, 99)),
+           "show_stall_ms": float(after.max()) if len(after) else 0.0,
            "worst_at_s": [[round(ticks[i] - t0, 2), round(float(gaps[i]))] for i in worst],
            "seconds": time.perf_counter() - t0, "finished": finished, "ticks": len(ticks)}
     viewer.close()
@@ -176,7 +216,8 @@ def main() -> None:
     if a.child:
         kind, *rest = a.child
         fn = {"open": lambda: child_open_napari(rest[0]), "detect": lambda: child_detect(rest[0], rest[1]),
-              "stall": lambda: child_stall(rest[0], rest[1], float(rest[2]))}[kind]
+              "stall": lambda: child_stall(rest[0], rest[1], float(rest[2])),
+              "segment": lambda: child_segment(rest[0])}[kind]
         print(json.dumps(fn()))
         return
     me = str(Path(__file__).resolve())
@@ -201,10 +242,20 @@ def main() -> None:
                  f"{d['mp_per_s']:.2f} MP/s of slide ({d['seconds']:.0f} s, {d['tiles']} tissue tiles, {d['skipped']} "
                  f"background tiles skipped, {d['n_points']} nuclei)", "-"])
     rows.append(["Peak RSS during that detection", f"{d['peak_rss_mb']:.0f} MB", "-"])
+    g = run_child([me, "--child", "segment", str(mid)])
+    payload["segment"] = g
+    rows.append(["Whole-slide instance labels (classical segmenter), same slide, streamed to zarr then OME-TIFF",
+                 f"{g['megapixels'] / g['seconds']:.2f} MP/s of slide ({g['seconds']:.0f} s + {g['write_seconds']:.0f} s "
+                 f"writing, {g['n_objects']} nuclei); labels would be {g['labels_bytes_in_ram_if_numpy'] / 1e9:.1f} GB in RAM",
+                 "-"])
+    rows.append(["Peak RSS during that segmentation", f"{g['peak_rss_mb']:.0f} MB", "< 3 GB"])
     s = run_child([me, "--child", "stall", str(mid), a.model, "10" if a.smoke else "30"], xvfb=True)
     payload["stall"] = s
-    rows.append([f"Largest GUI event-loop stall while detecting ({s['seconds']:.0f} s, 10-ms QTimer)",
+    rows.append([f"Largest GUI event-loop stall while detecting ({s['seconds']:.0f} s, 10-ms QTimer; from the "
+                 "click, including the start of the job)",
                  f"{s['max_stall_ms']:.0f} ms (p99 {s['p99_stall_ms']:.0f} ms)", "< 100 ms"])
+    rows.append(["Largest stall while napari adds and first draws the result's Points layer",
+                 f"{s['show_stall_ms']:.0f} ms", "-"])
     md = table(["measure", "value", "target"], rows)
     print(md)
     if not a.smoke:

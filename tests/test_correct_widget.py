@@ -40,6 +40,9 @@ def test_correct_autosave_train_and_restore(make_napari_viewer, qtbot, image_fil
     layer = w.attach()
     assert layer.name == cw.POINTS_NAME and len(layer.data) == 0
     assert set(w.region_layers) == {"reviewed", "no_target"}
+    image = viewer.layers[0]  # the plugin's layers sit on the image: same units, no unit warnings
+    assert all(tuple(ly.units) == tuple(image.units) for ly in viewer.layers)
+    assert "assumed" in w.pixel_size.note.text() and w.pixel_size.override() is None  # a TIFF without µm/px
     assert [w.palette.buttons[c].text()[0] for c in w.palette.classes] == ["1", "2", "3", "4"]
     # the user adds points (class from the palette, source user), re-classes two, moves one
     w.set_class("epithelial")

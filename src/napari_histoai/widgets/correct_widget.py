@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 from ..errors import JobError
 from ..project import NO_TARGET, REVIEWED, Project, project_dir_for
 from ._palette import ClassPalette
+from ._pixel_size import PixelSizeRow
 from ._runner import notify_error
 from ._train_section import TrainSection
 
@@ -81,6 +82,8 @@ class CorrectWidget(QWidget):
         self.image_layer = self.points_layer = None
         self.region_layers: dict = {}
         self.image_combo, self.points_combo = QComboBox(), QComboBox()
+        self.pixel_size = PixelSizeRow()
+        self.image_combo.currentTextChanged.connect(lambda name: self.pixel_size.set_layer(self._get(name)))
         self.attach_btn = QPushButton("Correct these points")
         self.attach_btn.clicked.connect(lambda: self.attach())
         self.palette = ClassPalette()
@@ -103,6 +106,7 @@ class CorrectWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("Pixel size", self.pixel_size)
         form.addRow("Points", self.points_combo)
         regions = QHBoxLayout()
         regions.addWidget(self.reviewed_btn)
@@ -178,7 +182,9 @@ class CorrectWidget(QWidget):
         self.refresh_layers()
 
     def _geom(self) -> dict:
-        return {"scale": tuple(self.image_layer.scale[-2:]), "translate": tuple(self.image_layer.translate[-2:])}
+        from ._layers import placement
+
+        return placement(self.image_layer)
 
     def attach(self, image_layer=None, restore: bool = False):
         """Start correcting: choose the image and points layers, open the image's project
@@ -195,6 +201,7 @@ class CorrectWidget(QWidget):
             self.save_now()
         self.image_layer, self.project = image_layer, project_for_layer(image_layer)
         self.image_combo.setCurrentText(image_layer.name)
+        self.pixel_size.set_layer(image_layer)
         chosen = self._get(self.points_combo.currentText())
         saved = self.project.exists()
         if restore or chosen is None:
@@ -410,14 +417,14 @@ class CorrectWidget(QWidget):
     # ------------------------------------------------------------------ training
     def snapshots(self) -> list:
         from ..methods.detection.finetune.job import Snapshot
-        from ._layers import image_from_layer
+        from ._layers import image_source
 
         if self.points_layer is None or self.image_layer is None:
             raise JobError("start correcting (choose the image and its points) before training")
         self.save_now()
         yx, cls, _sc, src = self._points_values()
-        return [Snapshot(image_from_layer(self.image_layer), yx, cls, src, self.regions(), self.project,
-                         name=self.image_layer.name)]
+        return [Snapshot(image_source(self.image_layer), yx, cls, src, self.regions(), self.project,
+                         name=self.image_layer.name, mpp=self.pixel_size.override())]
 
     def _trained(self, summary: dict) -> None:
         """A new model was saved: it becomes the start model here (the Detect dock lists it)."""

@@ -44,12 +44,6 @@ class SegmenterModel:
         return cls(res.net, res.channel, res.config.threshold, ds, None if mpp is None else mpp * ds,
                    res.checkpoint()[1])
 
-    def downsample_for(self, image_mpp: Optional[float]) -> float:
-        """Input px per working px for an image of ``image_mpp`` µm/px."""
-        if self.mpp and image_mpp:
-            return float(self.mpp / image_mpp)
-        return float(self.downsample)
-
 
 def as_slide(image):
     """A SlideImage of 8-bit RGB from a SlideImage, a path or an array (one-line errors)."""

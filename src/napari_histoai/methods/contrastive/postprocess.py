@@ -14,13 +14,6 @@ def hematoxylin(rgb: np.ndarray) -> np.ndarray:
     return rgb2hed(np.ascontiguousarray(rgb[..., :3])).astype(np.float32)[..., 0]
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel() - a.mean()
-    b = b.astype(np.float64).ravel() - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else 0.0
-
-
 def channel_agreement(conf: np.ndarray, rgb: np.ndarray, threshold=0.5, step: int = 2) -> np.ndarray:
     """Agreement [K] of each confidence channel ``conf`` [K, H, W] with the hematoxylin stain:
     Dice between the channel thresholded at ``threshold`` (a number or "auto") and the Otsu mask

@@ -17,9 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-CONTEXT = 83  # px of context each side that the dilated network sees
 TILE = 1024
-OVERLAP = 2 * 96
+OVERLAP = 2 * 96  # > 2 x the 83 px of context each side that the dilated network sees
 
 
 def to_input(rgb: np.ndarray, device=None) -> torch.Tensor:

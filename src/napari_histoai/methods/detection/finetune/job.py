@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ....engine.inference import as_image
 from ....engine.jobs import Progress
 from ....errors import JobError
 from .train import MixedConfig, mixed_train_job
@@ -83,11 +84,13 @@ def mixed_config(ratio: Union[str, Sequence[float], None] = None, **values) -> M
 
 class Snapshot:
     """One image's corrections as plain values (taken in the GUI thread, used in the worker):
-    slide (a SlideImage), yx level-0 px, classes, sources, regions {kind: [polys]}, project."""
+    slide (a SlideImage, or a path the job opens), yx level-0 px, classes, sources, regions
+    {kind: [polys]}, project; ``mpp``: the image's µm/px when its file has none (or to override)."""
 
-    def __init__(self, slide, yx, classes, sources, regions: dict, project=None, name: str = "image"):
+    def __init__(self, slide, yx, classes, sources, regions: dict, project=None, name: str = "image",
+                 mpp: Optional[float] = None):
         self.slide, self.yx, self.classes, self.sources = slide, yx, list(classes), list(sources)
-        self.regions, self.project, self.name = regions, project, name
+        self.regions, self.project, self.name, self.mpp = regions, project, name, mpp
 
 
 def train_corrections_job(snapshots: Sequence, start_model: str, name: str, m: Optional[MixedConfig] = None,
@@ -109,8 +112,9 @@ def train_corrections_job(snapshots: Sequence, start_model: str, name: str, m: O
     for i, s in enumerate(snapshots):
         yield Progress(0, 0, f"reading corrections {i + 1}/{len(snapshots)}")
         if isinstance(s, Snapshot):
-            items.append(mixed_image_from(s.slide, s.yx, s.classes, s.sources, s.regions, classes, mpp,
-                                          name=s.name, margin=margin, max_side=max_side))
+            slide, _ = as_image(s.slide)
+            items.append(mixed_image_from(slide, s.yx, s.classes, s.sources, s.regions, classes, mpp,
+                                          name=s.name, margin=margin, max_side=max_side, image_mpp=s.mpp))
             projects.append(s.project)
         else:  # a Project
             items.append(mixed_image_from_project(s, classes, mpp, margin=margin, max_side=max_side))

@@ -41,11 +41,14 @@ def training_area(regions: dict, shape, scale: float, margin: int = 128, max_sid
 
 
 def mixed_image_from(slide, yx, classes, sources, regions: dict, class_names, model_mpp: Optional[float],
-                     name: str = "image", margin: int = 128, max_side: int = 3072) -> MixedImage:
+                     name: str = "image", margin: int = 128, max_side: int = 3072,
+                     image_mpp: Optional[float] = None) -> MixedImage:
     """A :class:`MixedImage` from a :class:`~napari_histoai.io.SlideImage`, points (level-0 px)
-    and ``{"reviewed": [...], "no_target": [...]}`` polygons (level-0 px)."""
+    and ``{"reviewed": [...], "no_target": [...]}`` polygons (level-0 px); ``image_mpp``
+    overrides the file's µm/px (images without one are taken at the model's)."""
     slide.require_rgb8("training")
-    scale = (model_mpp / slide.mpp) if (model_mpp and slide.mpp) else 1.0  # level-0 px per model px
+    src_mpp = image_mpp or slide.mpp
+    scale = (model_mpp / src_mpp) if (model_mpp and src_mpp) else 1.0  # level-0 px per model px
     y0, x0, y1, x1 = training_area(regions, slide.shape[:2], scale, margin, max_side)
     level = slide.best_level_for_downsample(scale)
     ds = slide.downsamples[level]
