@@ -98,18 +98,12 @@ class TrainSection(QWidget):
             self.model_combo.setCurrentText(cur)
 
     def config(self):
-        from ..methods.detection.finetune.train import MixedConfig
+        from ..methods.detection.finetune.job import mixed_config
 
-        try:
-            ratio = tuple(float(v) for v in self.ratio.text().replace(",", ":").split(":"))
-        except ValueError:
-            ratio = ()
-        if len(ratio) != 3 or min(ratio) < 0 or sum(ratio) <= 0:
-            raise JobError("mix ratio R must be three numbers fine:pseudo:negative, e.g. 2:1:1")
-        return MixedConfig(rounds=self.rounds.value(), steps=self.steps.value(), T=self.T.value() or None, V=self.V.value(),
-                           ratio=ratio, pseudo=self.pseudo_check.isChecked(),
-                           views=VIEWS[self.views_combo.currentText()], global_loss=self.global_check.isChecked(),
-                           fusestyle=self.fusestyle_check.isChecked())
+        return mixed_config(ratio=self.ratio.text(), rounds=self.rounds.value(), steps=self.steps.value(),
+                            T=self.T.value() or None, V=self.V.value(), pseudo=self.pseudo_check.isChecked(),
+                            views=VIEWS[self.views_combo.currentText()], global_loss=self.global_check.isChecked(),
+                            fusestyle=self.fusestyle_check.isChecked())
 
     def start(self):
         """Start training; returns the worker (None when synchronous or refused)."""
