@@ -104,3 +104,29 @@ def test_bad_regions_and_images_are_one_line_errors(data_dir):
         run_job(infer(rgb[..., 0], ClassicalDetector()))
     with pytest.raises(TypeError):
         run_job(infer(rgb, object()))
+
+
+class _BlockDarkness:
+    """A dense map with a stride: the mean darkness (1 - grey / 255) of every 16 px block, the
+    way a patch classifier reports one value per patch."""
+
+    name, channels, mpp, tile_size, overlap, stride = "darkness", ["dark"], None, 128, 32, 16
+
+    def predict_maps(self, tiles):
+        out = []
+        for t in tiles:
+            g = 1 - t.mean(-1) / 255.0
+            h, w = -(-g.shape[0] // 16), -(-g.shape[1] // 16)
+            pad = np.pad(g, ((0, h * 16 - g.shape[0]), (0, w * 16 - g.shape[1])), mode="edge")
+            out.append(pad.reshape(h, 16, w, 16).mean((1, 3))[None].astype(np.float32))
+        return out
+
+
+def test_strided_maps_land_on_their_patch_grid(data_dir):
+    """Maps coarser than the pixels (stride 16) are stitched on a grid of 16 px: every value is
+    the one its own block gives, whichever tile computed it."""
+    rgb = crc_image(data_dir, VAL[0], "val")[:480, :448]
+    res = infer_array(_BlockDarkness(), rgb)
+    assert res.n_tiles > 4 and res.maps.shape == (1, 30, 28) and res.downsample == 16
+    direct = _BlockDarkness().predict_maps([rgb])[0]
+    np.testing.assert_allclose(res.maps, direct, atol=1e-6)
