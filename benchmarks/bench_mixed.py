@@ -12,7 +12,8 @@ budget (process time, everything included: pseudo-labelling, training, validatio
 * ``mixed`` — fine labels + pseudo labels from the current model elsewhere (T, V, EM rounds)
   + hard negatives (the no-target squares), batches mixed at R.
 
-Scores: F_d and mean F_c (HoVer-Net, 6 px, pooled over the images) on the unreviewed rest
+Scores: F_d and mean F_c (HoVer-Net's reference definition, 3 µm = 6 px at 20x, pooled over
+the images) on the unreviewed rest
 (outside the reviewed quarter and the no-target squares), before and after. Note: val was used
 to pick the bundled model's checkpoint and score threshold, so "before" is optimistic.
 
@@ -91,7 +92,7 @@ def score(detector, images, users, classes) -> dict:
     """Pooled F_d / mean F_c on the unreviewed rest of every image."""
     from napari_histoai.engine.geometry import points_in_polygons
     from napari_histoai.engine.inference import infer_array
-    from napari_histoai.metrics import pooled_classification_scores
+    from napari_histoai.metrics import pooled_classification_scores, radius_px
 
     index = {c: i for i, c in enumerate(classes)}
 
@@ -104,7 +105,7 @@ def score(detector, images, users, classes) -> dict:
             lab = np.array([index.get(n, -1) for n in names])
             yield p[kp], c[kp], yx[kg], lab[kg]
 
-    r = pooled_classification_scores(rest(), len(classes), radius=6.0)
+    r = pooled_classification_scores(rest(), len(classes), radius=radius_px(0.5))
     return {k: r[k] for k in ("f_d", "mean_f_c", "f_c", "precision", "recall", "n_pred")}
 
 
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
                      r["after"]["f_d"] - before["f_d"], r["after"]["mean_f_c"] - before["mean_f_c"]])
     md = (f"Simulated user on crchisto/val ({len(images)} images; one reviewed quarter each; start model "
           f"`{Path(a.model).name}`; budget {a.budget:g} CPU-s per arm, {a.threads} threads; rounds {a.rounds}; "
-          f"R {a.ratio}; lr {a.lr:g}; seed {a.seed}). Scores on the unreviewed rest, 6 px, pooled.\n\n"
+          f"R {a.ratio}; lr {a.lr:g}; seed {a.seed}). Scores on the unreviewed rest, 3 µm (6 px), reference F_c, pooled.\n\n"
           + table(["arm", "steps", "CPU s", "F_d", "mean F_c", "ΔF_d", "ΔF_c"], rows))
     print(md)
     if not a.smoke:

@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from .options import positive_float
+
 NAME = "train-detector"
 
 
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--config", default="compact", choices=["compact", "paper", "tiny"])
     p.add_argument("--val-images", help="validation images (model selection)")
     p.add_argument("--val-points", help="validation points CSVs")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px of the input images (default: the model's)")
+    p.add_argument("--mpp", type=positive_float, default=None, help="µm/px of the input images (folders of images, or project images whose files carry none; default: the model's)")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: epithelial,inflammatory,fibroblast,others)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     p.add_argument("--views", choices=["aat", "affine", "crop", "none"], default=None, help="view generator")
@@ -132,7 +134,8 @@ def run_project(args) -> int:
                      pseudo=not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
                      lr=args.lr, views=args.views, global_loss=onoff[args.global_loss], fusestyle=onoff[args.fusestyle])
     extra = {"command": " ".join(["histoai"] + sys.argv[1:]), "projects": [str(p.root) for p in projects]}
-    job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra)
+    job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra,
+                                image_mpp=args.mpp)
     summary = run_with_tqdm(job, desc="train-detector --project")
     print(json.dumps({k: summary[k] for k in ("model", "start_model", "val_before", "val", "steps", "cpu_seconds")}))
     return 0

@@ -95,9 +95,10 @@ class Snapshot:
 
 def train_corrections_job(snapshots: Sequence, start_model: str, name: str, m: Optional[MixedConfig] = None,
                           device="cpu", seed: int = 0, cancel=None, margin: int = 128, max_side: int = 3072,
-                          extra_config: Optional[dict] = None):
+                          extra_config: Optional[dict] = None, image_mpp: Optional[float] = None):
     """Fine-tune ``start_model`` on the snapshots (or :class:`~napari_histoai.project.Project`
-    objects); returns the training summary (``model`` = the new model's folder)."""
+    objects); returns the training summary (``model`` = the new model's folder). ``image_mpp``: the
+    µm/px of project images whose files have none."""
     from ....engine.devices import pick_device
     from ....models import read_config, resolve_model
     from ..registry import ACFORMER_KIND
@@ -117,7 +118,7 @@ def train_corrections_job(snapshots: Sequence, start_model: str, name: str, m: O
                                           name=s.name, margin=margin, max_side=max_side, image_mpp=s.mpp))
             projects.append(s.project)
         else:  # a Project
-            items.append(mixed_image_from_project(s, classes, mpp, margin=margin, max_side=max_side))
+            items.append(mixed_image_from_project(s, classes, mpp, margin=margin, max_side=max_side, image_mpp=image_mpp))
             projects.append(s)
     if len({it.name for it in items}) < len(items):
         for k, it in enumerate(items):

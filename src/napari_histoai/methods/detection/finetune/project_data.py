@@ -74,8 +74,10 @@ def mixed_image_from(slide, yx, classes, sources, regions: dict, class_names, mo
     return item
 
 
-def mixed_image_from_project(project, class_names, model_mpp, margin: int = 128, max_side: int = 3072) -> MixedImage:
-    """Open the project's image and build its training data."""
+def mixed_image_from_project(project, class_names, model_mpp, margin: int = 128, max_side: int = 3072,
+                             image_mpp: Optional[float] = None) -> MixedImage:
+    """Open the project's image and build its training data (``image_mpp``: the image's µm/px
+    when its file has none)."""
     from ....io import open_image
 
     if not project.image_path:
@@ -83,4 +85,5 @@ def mixed_image_from_project(project, class_names, model_mpp, margin: int = 128,
     slide = open_image(project.image_path)
     pts = project.load_points()
     return mixed_image_from(slide, pts.yx, pts.classes, pts.sources, project.load_regions(), class_names,
-                            model_mpp, name=project.root.name, margin=margin, max_side=max_side)
+                            model_mpp, name=project.root.name, margin=margin, max_side=max_side,
+                            image_mpp=image_mpp)
