@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from .engine.jobs import Progress, run_job
 from .errors import CancelFlag, JobError
-from .io.outputs import check_output
+from .io.outputs import check_folder_output, check_output, output_lock
 
 __all__ = ["detect_file", "segment_file", "POINTS_SUFFIXES", "LABELS_SUFFIXES"]
 
@@ -40,16 +40,17 @@ def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opti
 
     out = check_output(out, POINTS_SUFFIXES, [image])
     t0 = time.perf_counter()
-    with open_image(image) as img:
-        res = run_job(detect_image_job(img, model=model, device=device, region=region, mpp=mpp,
-                                       tissue_only=region is None if tissue_only is None else tissue_only,
-                                       batch_size=batch_size, min_score=min_score, cancel=cancel),
-                      on_progress, cancel)
-    if out.name.lower().endswith((".geojson", ".json")):
-        write_points_geojson(out, res.points, res.class_names, res.scores, mpp=res.mpp, mpp_source=res.mpp_source,
-                             model=res.model)
-    else:
-        write_points_csv(out, res.points, res.class_names, res.scores, mpp=res.mpp)
+    with output_lock(out):
+        with open_image(image) as img:
+            res = run_job(detect_image_job(img, model=model, device=device, region=region, mpp=mpp,
+                                           tissue_only=region is None if tissue_only is None else tissue_only,
+                                           batch_size=batch_size, min_score=min_score, cancel=cancel),
+                          on_progress, cancel)
+        if out.name.lower().endswith((".geojson", ".json")):
+            _write_or_rescue(out, lambda p: write_points_geojson(p, res.points, res.class_names, res.scores, mpp=res.mpp,
+                                                                 mpp_source=res.mpp_source, model=res.model))
+        else:
+            _write_or_rescue(out, lambda p: write_points_csv(p, res.points, res.class_names, res.scores, mpp=res.mpp))
     return {"image": str(image), "out": str(out), "model": res.model, "n": len(res), "counts": res.counts(),
             "mpp": res.mpp, "mpp_source": res.mpp_source, "mpp_text": res.mpp_text, "notes": list(res.notes),
             "tiles": res.n_tiles, "tiles_skipped": res.n_tiles_skipped,
@@ -80,12 +81,12 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opt
     from .methods.contrastive import save_model as save_segmenter
 
     out = check_output(out, LABELS_SUFFIXES, [image])
-    if save_model is not None and Path(save_model).is_file():
-        raise JobError(f"--save-model {save_model} is a file; give a folder")
+    if save_model is not None:
+        check_folder_output(save_model, "--save-model")
     t0 = time.perf_counter()
     dev = pick_device(device)
     summary: dict = {"image": str(image), "out": str(out), "trained": model is None}
-    with open_image(image) as img:
+    with output_lock(out), open_image(image) as img:
         img.require_rgb8("histoai segment")
         image_mpp = mpp if mpp is not None else img.mpp
         if model:
@@ -102,14 +103,31 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opt
                                      min_distance=min_distance, min_size=min_size, device=dev,
                                      tissue_only=region is None if tissue_only is None else tissue_only,
                                      cancel=cancel), on_progress, cancel)
-    try:
-        out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
-        write_labels_ometiff(out, labels.labels, mpp=out_mpp, max_id=labels.n_objects)
-    finally:
-        if labels.store is not None:
-            shutil.rmtree(labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store,
-                          ignore_errors=True)
+        try:
+            out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
+            _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp, max_id=labels.n_objects))
+        finally:
+            if labels.store is not None:
+                tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
+                shutil.rmtree(tmp, ignore_errors=True)
     summary.update(n=labels.n_objects, mpp=labels.mpp, mpp_source=labels.mpp_source, mpp_text=labels.mpp_text,
                    notes=list(labels.notes), shape=list(labels.labels.shape), tiles=labels.n_tiles,
                    seconds=round(time.perf_counter() - t0, 2))
     return summary
+
+
+def _write_or_rescue(out: Path, write: Callable[[Path], object]) -> None:
+    """``write(out)``; when that fails at the end of a long job (disk full, folder removed or
+    made read-only meanwhile), write the result into a new temporary folder instead and say
+    where, in one line, so the work is not lost."""
+    import tempfile
+
+    try:
+        write(out)
+    except OSError as e:
+        rescue = Path(tempfile.mkdtemp(prefix="histoai-rescue-")) / out.name
+        try:
+            write(rescue)
+        except OSError:
+            raise JobError(f"cannot write {out} ({e.strerror or e}), nor a copy in the temporary folder") from None
+        raise JobError(f"cannot write {out} ({e.strerror or e}); the result was saved to {rescue}") from None

@@ -5,27 +5,27 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import JobError
+from .options import mpp_option, tile_size
 
 
 def add_parser(sub):
     p = sub.add_parser("convert", help="write a tiled pyramidal OME-TIFF (fast to open in napari)")
     p.add_argument("image", help="input image or slide")
     p.add_argument("--out", required=True, help="output .ome.tif")
-    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, when the input does not say")
-    p.add_argument("--tile", type=int, default=256)
+    mpp_option(p)
+    p.add_argument("--tile", type=tile_size, default=256, help="tile side in px, a multiple of 16 (default 256)")
     return p
 
 
 def run(args) -> int:
     from ..io import open_image
+    from ..io.outputs import check_output, output_lock
     from ..io.writers import write_pyramid_ometiff
 
-    if not str(args.out).lower().endswith((".ome.tif", ".ome.tiff")):
-        raise JobError("--out must end with .ome.tif")
-    with open_image(args.image) as img:
+    out = check_output(args.out, (".ome.tif", ".ome.tiff"), [args.image])
+    with output_lock(out), open_image(args.image) as img:
         lv = img.levels[0]
         data = lv[..., 0] if img.n_channels == 1 else lv
-        out = write_pyramid_ometiff(args.out, data, mpp=args.mpp or img.mpp, tile=args.tile)
+        out = write_pyramid_ometiff(out, data, mpp=args.mpp or img.mpp, tile=args.tile)
     print(f"wrote {out}", file=sys.stderr)
     return 0

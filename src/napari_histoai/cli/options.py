@@ -36,6 +36,26 @@ def unit_float(text: str) -> float:
     return _number(float, text, 0, 1)
 
 
+def nonnegative_float(text: str) -> float:
+    return _number(float, text, 0)
+
+
+def fraction_below_one(text: str) -> float:
+    """A number in [0, 1)."""
+    v = _number(float, text, 0)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
+    return v
+
+
+def tile_size(text: str) -> int:
+    """A TIFF tile side: a positive multiple of 16."""
+    v = _number(int, text, 16)
+    if v % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16, got {text}")
+    return v
+
+
 def mpp_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpp", type=positive_float, default=None, metavar="UM_PER_PX",
                    help="pixel size of the image in µm/px, for files that carry none (PNG, JPEG, untagged TIFF) "

@@ -8,7 +8,13 @@ import argparse
 import json
 import sys
 
-from .options import positive_float
+from .options import (
+    fraction_below_one,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 
 NAME = "train-detector"
 
@@ -27,15 +33,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-points", help="validation points CSVs")
     p.add_argument("--mpp", type=positive_float, default=None, help="µm/px of the input images (folders of images, or project images whose files carry none; default: the model's)")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: epithelial,inflammatory,fibroblast,others)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the config's)")
     p.add_argument("--views", choices=["aat", "affine", "crop", "none"], default=None, help="view generator")
     p.add_argument("--global-loss", choices=["on", "off"], default=None, help="loss from the global EMA network")
     p.add_argument("--fusestyle", choices=["on", "off"], default=None)
     p.add_argument("--fusestyle-partner", choices=["argmin", "random", "euclidean"], default=None)
     p.add_argument("--backbone", default=None, help="resnet18|resnet34|resnet50|convnext_tiny|convnext_base")
     p.add_argument("--backbone-weights", default=None, help="optional torchvision-format backbone weights (.safetensors or .pt)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--eval-every", type=positive_int, default=250)
     p.add_argument("--log", default=None, help="append per-step JSON lines to this file")
     p.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
     g = p.add_argument_group("fine-tuning on correction projects (mixed supervision)",
@@ -44,14 +50,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--project", nargs="+", metavar="DIR",
                    help="project folders <image>.histoai (or the images) made with the 'Correct nuclei' dock")
     g.add_argument("--start-model", default=None, help="model to fine-tune (default: the project's model, else the bundled one)")
-    g.add_argument("--rounds", type=int, default=2, help="EM rounds (pseudo labels re-predicted each round)")
-    g.add_argument("--pseudo-t", type=float, default=None,
+    g.add_argument("--rounds", type=positive_int, default=2, help="EM rounds (pseudo labels re-predicted each round)")
+    g.add_argument("--pseudo-t", type=unit_float, default=None,
                    help="T: pseudo patches whose best score is below T are dropped (default: the model's score threshold)")
-    g.add_argument("--pseudo-v", type=float, default=4.0, help="V: pseudo weight = clip(score * V, 0, 1)")
+    g.add_argument("--pseudo-v", type=positive_float, default=4.0, help="V: pseudo weight = clip(score * V, 0, 1)")
     g.add_argument("--mix-ratio", default="2:1:1", help="R: fine:pseudo:negative crops per batch (paper 2:1:7)")
     g.add_argument("--no-pseudo", action="store_true", help="fine labels (and no-target regions) only")
-    g.add_argument("--budget-seconds", type=float, default=0.0, help="CPU-time budget for the whole run (0 = none)")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="part of the reviewed regions held out for validation")
+    g.add_argument("--budget-seconds", type=nonnegative_float, default=0.0, help="CPU-time budget for the whole run (0 = none)")
+    g.add_argument("--val-fraction", type=fraction_below_one, default=0.2, help="part of the reviewed regions held out for validation")
     return p
 
 
@@ -91,9 +97,11 @@ def run(args) -> int:
     from ..engine.devices import pick_device
     from ..engine.jobs import run_with_tqdm
     from ..errors import JobError
+    from ..io.outputs import check_folder_output
     from ..methods.detection.data import load_folder
     from ..methods.detection.train import train_job
 
+    check_folder_output(args.out)
     cfg = build_config(args)
     device = pick_device(args.device)
     if device.type == "cpu":

@@ -17,6 +17,10 @@ Frames: points are (y, x) level-0 px; labels live on the grid of the pyramid lev
 read (level 0 for single-level images); maps on a grid of ``stride`` model px. Every result
 states ``downsample`` (level-0 px per output px) and ``origin`` (level-0 px of the output's
 top-left corner), which is all a viewer or writer needs to align it.
+
+Corrupt data: a tile whose pixels cannot be read is skipped and reported (count and first
+location in the result's notes); the run fails with one line only when no tile can be read or
+when the overview (tissue mask, stain statistics) cannot.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ class Run:
     mpp_source: str = "unknown"        # file | given | assumed | unknown
     region: tuple = ()                 # (y0, x0, y1, x1) level-0 px that was analysed
     n_tiles: int = 0
-    n_tiles_skipped: int = 0
+    n_tiles_skipped: int = 0            # background tiles not processed
+    n_tiles_unreadable: int = 0         # tiles whose pixels could not be read (skipped, in notes)
     notes: list = field(default_factory=list)
 
     @property
@@ -252,16 +257,22 @@ def _infer(slide, model, kind, region, mpp, tissue_only, batch_size, store, canc
         else:
             out = np.zeros(shape, np.float32)
 
-    total, n_obj = len(tiles), 0
+    total, n_obj, unreadable = len(tiles), 0, []
     bs = max(1, int(batch_size or getattr(model, "batch_size", 4) or 4))
     yield Progress(0, total, f"{total} tiles" + (f" ({skipped} background skipped)" if skipped else ""))
     for b in range(0, total, bs):
         check_cancel(cancel)
-        batch = tiles[b:b + bs]
-        pixels = []
-        for t in batch:
-            px = slide.read_region(t.y0, t.x0, t.y1, t.x1, level=level)[..., :3]
+        batch, pixels = [], []
+        for t in tiles[b:b + bs]:
+            try:
+                px = slide.read_region(t.y0, t.x0, t.y1, t.x1, level=level)[..., :3]
+            except JobError as e:  # corrupt tile data: skip the tile, report it at the end
+                unreadable.append(((t.y0 * ds, t.x0 * ds, t.y1 * ds, t.x1 * ds), str(e)))
+                continue
+            batch.append(t)
             pixels.append(resize(px, scaled_shape(px.shape, r)))
+        if not batch:
+            continue
         if kind == "points":
             for t, px, (pts, cls, sc) in zip(batch, pixels, model.predict_tiles(pixels)):
                 pts = np.asarray(pts, np.float64).reshape(-1, 2)
@@ -279,7 +290,13 @@ def _infer(slide, model, kind, region, mpp, tissue_only, batch_size, store, canc
         msg = f"tile {done}/{total}" + (f": {n_obj} nuclei" if kind == "labels" else "")
         yield Progress(done, total, msg)
 
-    common = dict(run, n_tiles=total, n_tiles_skipped=skipped, notes=notes)
+    if unreadable:
+        box, msg = unreadable[0]
+        if len(unreadable) == total:
+            raise JobError(f"no tile of {slide.name} could be read ({msg})")
+        notes.append(f"{len(unreadable)} of {total} tiles could not be read (corrupt or truncated data) and were "
+                     f"skipped; the first at level-0 px {tuple(int(v) for v in box)}: {msg}")
+    common = dict(run, n_tiles=total, n_tiles_skipped=skipped, n_tiles_unreadable=len(unreadable), notes=notes)
     if kind == "points":
         merge = float(getattr(model, "merge_radius", DEFAULT_MERGE_PX)) / r
         pts, cls, sc = stitch_points(per_tile, merge_radius=max(1.0, merge))

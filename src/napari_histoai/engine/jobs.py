@@ -72,7 +72,7 @@ def tqdm_progress(desc: str = ""):
     """Context giving ``show(progress)``, which feeds one tqdm bar on stderr (the CLI's display)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=0, desc=desc, unit="", dynamic_ncols=True, leave=False, disable=None)  # None: not on a pipe
 
     def show(p: Progress) -> None:
         if bar.total != p.total:

@@ -57,14 +57,9 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 def thumbnail(slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """(RGB [h, w, 3] with max(h, w) <= about ``max_side``, downsample) of a
     :class:`~napari_histoai.io.SlideImage`, read from the coarsest level no larger than needed
-    (level-0 px per thumbnail px = downsample)."""
-    h0, w0 = slide.shape[:2]
-    target = max(1.0, max(h0, w0) / max_side)
-    level = slide.best_level_for_downsample(target)
-    lv = slide.levels[level]
-    step = max(1, int(np.ceil(max(lv.shape[:2]) / max_side)))
-    small = np.asarray(lv[::step, ::step, :3].compute())
-    return small, float(slide.downsamples[level] * step)
+    (level-0 px per thumbnail px = downsample); one-line ``JobError`` when unreadable."""
+    small, ds = slide.read_overview(max_side)
+    return small[..., :3], ds
 
 
 def tissue_mask(slide, max_side: int = 1024) -> tuple[np.ndarray, float]:

@@ -84,6 +84,20 @@ class SlideImage:
         except Exception as e:  # corrupt or truncated tiles surface here, not at open time
             raise JobError(f"cannot read pixels of {self.name}: {_first_line(e)}") from None
 
+    def read_overview(self, max_side: int = 1024) -> tuple[np.ndarray, float]:
+        """(pixels [h, w, C] of the whole image with max(h, w) <= about ``max_side``, level-0 px
+        per overview px), read from the coarsest level no larger than needed, every
+        ``step``-th pixel. Unreadable data raise ``JobError`` with one line."""
+        h0, w0 = self.shape[:2]
+        level = self.best_level_for_downsample(max(1.0, max(h0, w0) / max_side))
+        lv = self.levels[level]
+        step = max(1, int(np.ceil(max(lv.shape[:2]) / max_side)))
+        try:
+            small = np.asarray(lv[::step, ::step].compute())
+        except Exception as e:  # corrupt or truncated tiles surface here, not at open time
+            raise JobError(f"cannot read an overview of {self.name}: {_first_line(e)}") from None
+        return small, float(self.downsamples[level] * step)
+
     @property
     def name(self) -> str:
         return self.path.name if self.path is not None else "image"

@@ -34,14 +34,17 @@ def check_model_name(name: str) -> str:
 
 
 def model_output(name: str) -> Path:
-    """``name`` -> ``user_models_dir()/name``; a path (with a folder separator) is used as is."""
+    """``name`` -> ``user_models_dir()/name``; a path (with a folder separator) is used as is.
+    Checked before any work: a model folder must be writable there."""
+    from ....io.outputs import check_folder_output
     from ....models import user_models_dir
 
     if "/" in str(name) or "\\" in str(name):
         p = Path(name).expanduser()
         check_model_name(p.name)
-        return p
-    return user_models_dir() / check_model_name(name)
+    else:
+        p = user_models_dir() / check_model_name(name)
+    return check_folder_output(p, "the new model")
 
 
 def open_projects(paths) -> list:
