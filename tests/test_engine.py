@@ -130,3 +130,28 @@ def test_strided_maps_land_on_their_patch_grid(data_dir):
     assert res.n_tiles > 4 and res.maps.shape == (1, 30, 28) and res.downsample == 16
     direct = _BlockDarkness().predict_maps([rgb])[0]
     np.testing.assert_allclose(res.maps, direct, atol=1e-6)
+
+
+def test_big_image_without_pyramid_is_sampled_not_decoded_whole(tmp_path, data_dir, monkeypatch):
+    """An image with no level small enough for an overview (here: the limit lowered to 1 MP for a
+    2000 x 2000 single-level TIFF) never has its overview read: a bounded sample of windows feeds
+    the model's prepare hook, and each tile is checked for tissue on its own pixels."""
+    import tifffile
+
+    import napari_histoai.engine.inference as E
+    from napari_histoai.io import SlideImage
+
+    tissue = np.tile(crc_image(data_dir, VAL[0], "val"), (2, 4, 1))[:1000, :2000]
+    img = np.full((2000, 2000, 3), 240, np.uint8)  # glass ...
+    img[:1000] = tissue                             # ... with tissue in the top half
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, img, tile=(256, 256), photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    monkeypatch.setattr(E, "OVERVIEW_MAX_PIXELS", 1_000_000)
+    monkeypatch.setattr(SlideImage, "read_overview", lambda *a, **k: pytest.fail("the overview was read"))
+    prepared = []
+    det = ClassicalDetector()
+    det.prepare = lambda thumb, mask: prepared.append((thumb.shape, mask.mean()))
+    res = run_job(infer(open_image(path), det))
+    assert res.mpp == pytest.approx(0.5) and len(prepared) == 1 and prepared[0][1] > 0
+    assert res.n_tiles_skipped >= 4 and len(res) > 500
+    assert res.points[:, 0].max() < 1100  # nothing found on the glass

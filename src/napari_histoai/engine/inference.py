@@ -46,6 +46,8 @@ __all__ = ["infer", "infer_array", "as_image", "check_region", "PointsResult", "
 
 # labels / maps larger than this (output px) go to a zarr store on disk even when none is given
 IN_MEMORY_MAX_PIXELS = 64_000_000
+# an overview (tissue mask, stain statistics) may decode at most this many px; beyond, sample
+OVERVIEW_MAX_PIXELS = 64_000_000
 DEFAULT_MERGE_PX = 3.0  # model px: the same nucleus localised on either side of a tile seam
 
 
@@ -228,8 +230,17 @@ def _infer(slide, model, kind, region, mpp, tissue_only, batch_size, store, canc
     ly1, lx1 = max(t.y1 for t in tiles), max(t.x1 for t in tiles)
 
     needs_thumb = hasattr(model, "prepare") or (tissue_only and len(tiles) > 1)
-    skipped = 0
-    if needs_thumb:
+    skipped, tile_tissue = 0, False
+    if needs_thumb and slide.overview_cost() > OVERVIEW_MAX_PIXELS:
+        # no level small enough (a big image without a pyramid): an overview would decode the
+        # whole image first; instead a bounded sample of windows feeds ``prepare`` and every tile
+        # is checked for tissue on its own pixels, once read
+        yield Progress(0, 0, "sampling the image (it has no pyramid)")
+        small = slide.read_sample()[..., :3]
+        if hasattr(model, "prepare"):
+            model.prepare(small, tissue_mask_from_rgb(small))
+        tile_tissue = tissue_only and len(tiles) > 1
+    elif needs_thumb:
         yield Progress(0, 0, "tissue mask")
         small, tds = thumbnail(slide)
         mask = tissue_mask_from_rgb(small)
@@ -269,6 +280,9 @@ def _infer(slide, model, kind, region, mpp, tissue_only, batch_size, store, canc
             except JobError as e:  # corrupt tile data: skip the tile, report it at the end
                 unreadable.append(((t.y0 * ds, t.x0 * ds, t.y1 * ds, t.x1 * ds), str(e)))
                 continue
+            if tile_tissue and not _has_tissue(px, t):
+                skipped += 1
+                continue
             batch.append(t)
             pixels.append(resize(px, scaled_shape(px.shape, r)))
         if not batch:
@@ -307,6 +321,13 @@ def _infer(slide, model, kind, region, mpp, tissue_only, batch_size, store, canc
     if kind == "labels":
         return LabelsResult(**common, labels=out, n_objects=n_obj, downsample=ds, origin=origin, store=store)
     return MapsResult(**common, maps=out, channels=list(model.channels), downsample=ds / q, origin=origin, store=store)
+
+
+def _has_tissue(px: np.ndarray, t: Tile) -> bool:
+    """Whether the core of tile ``t`` (its pixels ``px``, level px) holds tissue, judged on the
+    tile itself at 1/4 resolution (for images without an overview)."""
+    core = px[t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0]
+    return bool(core.size) and bool(tissue_mask_from_rgb(core[::4, ::4]).any())
 
 
 def _shift(t: Tile, y: int, x: int) -> Tile:

@@ -98,6 +98,24 @@ class SlideImage:
             raise JobError(f"cannot read an overview of {self.name}: {_first_line(e)}") from None
         return small, float(self.downsamples[level] * step)
 
+    def overview_cost(self, max_side: int = 1024) -> int:
+        """Pixels :meth:`read_overview` would decode: strided reads decode whole chunks, so the
+        full area of the level it reads (huge for a big image without a pyramid)."""
+        h0, w0 = self.shape[:2]
+        lv = self.levels[self.best_level_for_downsample(max(1.0, max(h0, w0) / max_side))]
+        return int(lv.shape[0]) * int(lv.shape[1])
+
+    def read_sample(self, n: int = 64, size: int = 128) -> np.ndarray:
+        """A mosaic [k * size, k * size, C] of about ``n`` windows of ``size`` px of level 0 spread
+        evenly over the image (a bounded read for statistics when there is no small level)."""
+        h0, w0 = self.shape[:2]
+        k = max(1, int(round(np.sqrt(n))))
+        s = min(size, h0, w0)
+        ys = np.linspace(0, h0 - s, k).astype(int)
+        xs = np.linspace(0, w0 - s, k).astype(int)
+        rows = [np.concatenate([self.read_region(y, x, y + s, x + s) for x in xs], 1) for y in ys]
+        return np.concatenate(rows, 0)
+
     @property
     def name(self) -> str:
         return self.path.name if self.path is not None else "image"
