@@ -199,14 +199,21 @@ class CorrectWidget(QWidget):
             return None
         if self.image_layer is not None and self.project is not None:
             self.save_now()
-        self.image_layer, self.project = image_layer, project_for_layer(image_layer)
+        try:  # a broken or torn project folder is one notification, and is left as it is
+            project = project_for_layer(image_layer)
+            saved = project.exists()
+            chosen = self._get(self.points_combo.currentText())
+            pts = regions = None
+            if saved and (restore or chosen is None):
+                pts, regions = project.load_points(), project.load_regions()
+        except JobError as e:
+            notify_error(str(e))
+            return None
+        self.image_layer, self.project = image_layer, project
         self.image_combo.setCurrentText(image_layer.name)
         self.pixel_size.set_layer(image_layer)
-        chosen = self._get(self.points_combo.currentText())
-        saved = self.project.exists()
         if restore or chosen is None:
-            pts = self.project.load_points() if saved else None
-            regions = self.project.load_regions() if saved else {}
+            regions = regions or {}
             layer = self._get(POINTS_NAME)
             if layer is not None and restore:
                 self.viewer.layers.remove(layer)

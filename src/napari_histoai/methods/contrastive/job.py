@@ -148,13 +148,32 @@ def save_model(result: TrainResult, folder, mpp: Optional[float] = None, name: s
 
 
 def load_model(name_or_path) -> SegmenterModel:
-    """A :class:`SegmenterModel` from a saved model folder (bundled/user name or path)."""
-    from ...models import load_checkpoint, load_state_strict
+    """A :class:`SegmenterModel` from a saved model folder (bundled/user name or path).
 
-    state, cfg = load_checkpoint(name_or_path, kind=KIND)
-    net, _ = build(cfg.get("architecture", {}))
+    The config fields it uses are checked, one line naming the field: ``architecture``
+    (``n_channels``, ``width``), ``threshold`` and ``downsample`` as in training
+    (:meth:`ContrastiveConfig.validate`), ``nuclei_channel`` an int in [0, n_channels), ``mpp``
+    null or a positive number. ``training`` and ``metrics`` are a record only, not read."""
+    from ...models import load_checkpoint, load_state_strict, resolve_model
+
+    folder = resolve_model(name_or_path, KIND)
+    state, cfg = load_checkpoint(folder, kind=KIND)
+    what = f"model {folder.name}"
+    arch = cfg.get("architecture", {})
+    if not isinstance(arch, dict) or set(arch) - {"n_channels", "width"}:
+        raise JobError(f"{what}: config field 'architecture' must be an object with n_channels and width, got {arch!r:.60}")
+    checked = ContrastiveConfig(**arch, threshold=cfg.get("threshold", 0.5), downsample=cfg.get("downsample", 1.0))
+    try:
+        checked.validate()
+    except JobError as e:
+        raise JobError(f"{what}: {e}") from None
+    channel, mpp = cfg.get("nuclei_channel", 0), cfg.get("mpp")
+    if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < checked.n_channels:
+        raise JobError(f"{what}: config field 'nuclei_channel' must be an int in [0, {checked.n_channels}), got {channel!r:.40}")
+    if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not 0 < mpp < float("inf")):
+        raise JobError(f"{what}: config field 'mpp' must be null or a positive number, got {mpp!r:.40}")
+    net, _ = build(checked.architecture())
     load_state_strict(net, {k[4:]: v for k, v in state.items() if k.startswith("net.")}, "contrastive segmenter")
     net.eval()
-    thr = cfg.get("threshold", 0.5)
-    return SegmenterModel(net, int(cfg.get("nuclei_channel", 0)), thr if isinstance(thr, str) else float(thr),
-                          float(cfg.get("downsample", 1.0)), cfg.get("mpp"), cfg)
+    thr = checked.threshold
+    return SegmenterModel(net, channel, thr if isinstance(thr, str) else float(thr), float(checked.downsample), mpp, cfg)

@@ -58,16 +58,23 @@ class ContrastiveConfig:
     seed: int = 0
 
     def validate(self) -> "ContrastiveConfig":
-        if self.similarity not in SIMILARITIES:
-            raise JobError(f"unknown similarity {self.similarity!r}; choose one of {', '.join(SIMILARITIES)}")
-        if self.sampling not in ("entropy", "uniform"):
-            raise JobError(f"unknown sampling {self.sampling!r}; choose entropy or uniform")
-        if isinstance(self.threshold, str) and self.threshold != "auto":
-            raise JobError(f"threshold must be a number in (0, 1) or 'auto', got {self.threshold!r}")
-        if self.n_channels < 1 or self.steps < 1 or self.restarts < 1 or self.batch_size < 1:
-            raise JobError("channels, steps, restarts and batch size must be >= 1")
+        """Returns self; one-line JobError naming the first bad field: a value of the wrong type
+        (from the annotation), sizes, counts, lr and downsample not positive, weight decay or seed
+        negative, an unknown similarity or sampling, a threshold neither "auto" nor in (0, 1), or
+        not 8 <= patch_size <= crop_min <= crop_max."""
+        from ..config_fields import NON_NEGATIVE, POSITIVE, check_fields, one_of
+
+        rules = {**{k: POSITIVE for k in ("n_channels", "width", "patch_size", "stride", "patches_per_image", "steps",
+                                         "restarts", "batch_size", "crop_min", "crop_max", "lr", "eval_every",
+                                         "eval_crop", "n_eval_crops", "downsample")},
+                 "weight_decay": NON_NEGATIVE, "seed": NON_NEGATIVE,
+                 "similarity": one_of(SIMILARITIES), "sampling": one_of(("entropy", "uniform")),
+                 "threshold": (lambda v: v == "auto" or (not isinstance(v, str) and 0 < v < 1),
+                               "'auto' or a number in (0, 1)")}
+        check_fields(self, rules, "segmenter config")
         if self.patch_size < 8 or self.crop_min < self.patch_size or self.crop_max < self.crop_min:
-            raise JobError(f"need 8 <= patch size ({self.patch_size}) <= crop min <= crop max")
+            raise JobError(f"segmenter config: need 8 <= patch_size ({self.patch_size}) <= crop_min "
+                           f"({self.crop_min}) <= crop_max ({self.crop_max})")
         return self
 
     def architecture(self) -> dict:

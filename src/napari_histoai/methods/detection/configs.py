@@ -2,7 +2,9 @@
 small enough to train on 2 CPU cores in about an hour) and ``tiny`` (unit tests).
 
 A config is one flat dataclass; ``to_dict``/``from_dict`` round-trip it through a model's JSON
-config (unknown keys are rejected with a clear error, missing keys take defaults).
+config (unknown keys are rejected with a clear error, missing keys take defaults). Every value is
+checked against its field's type and range (:func:`check_fields`, ``RULES``): a mistyped
+config.json gives one line naming the field.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ...errors import JobError
+from ..config_fields import NON_NEGATIVE, POSITIVE, UNIT, check_fields, has_type, one_of
 
 __all__ = ["ACFormerConfig", "CONFIGS", "get_config", "CLASSES"]
 
@@ -17,6 +20,43 @@ CLASSES = ["epithelial", "inflammatory", "fibroblast", "others"]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "convnext_tiny", "convnext_base")
 VIEWS = ("aat", "affine", "crop", "none")
+PARTNERS = ("argmin", "random", "euclidean")
+
+
+def _stages_ok(v) -> bool:
+    return len(v) > 0 and all(has_type(s, int) and 1 <= s <= 4 for s in v)
+
+
+def _classes_ok(v) -> bool:
+    return len(v) > 0 and all(isinstance(c, str) and c for c in v) and len(set(v)) == len(v)
+
+
+def _stain_ok(v) -> bool:
+    return len(v) == 2 and all(isinstance(r, (list, tuple)) and len(r) == 3 and all(has_type(x, float) for x in r)
+                               for r in v) and all(x >= 0 for x in v[1])
+
+
+RULES = {
+    **{k: POSITIVE for k in ("d_model", "n_heads", "n_points", "ffn_dim", "dec_layers", "num_queries",
+                             "query_ref_size", "gn_groups", "crop_size", "batch_images", "n_views", "view_size",
+                             "aat_patch", "aat_embed", "aat_heads", "aat_blocks", "aat_input", "steps", "tile_size",
+                             "mpp", "lr", "fusestyle_alpha")},
+    **{k: NON_NEGATIVE for k in ("extra_levels", "enc_layers", "pos_scale", "global_warmup", "warmup_steps",
+                                 "overlap", "color_jitter", "global_weight", "cost_class", "cost_point",
+                                 "loss_class", "loss_point", "focal_gamma", "weight_decay", "grad_clip",
+                                 "min_distance", "lr_transformer_mult", "lr_aat_mult")},
+    **{k: UNIT for k in ("dropout", "fusestyle_p", "ema_momentum", "teacher_threshold", "focal_alpha", "lr_drop",
+                         "score_threshold")},
+    "backbone": one_of(BACKBONES),
+    "views": one_of(VIEWS),
+    "fusestyle_partner": one_of(PARTNERS),
+    "backbone_stages": (_stages_ok, "a non-empty list of backbone stages in 1..4"),
+    "classes": (_classes_ok, "a non-empty list of distinct class names"),
+    "stain_target": (_stain_ok, "null or [[mean OD R, G, B], [std OD R, G, B]]"),
+}
+# (field, field it must divide, why)
+DIVIDES = [("n_heads", "d_model", "attention heads"), ("gn_groups", "d_model", "GroupNorm"),
+           ("aat_heads", "aat_embed", "AAT attention heads")]
 
 
 @dataclass
@@ -95,26 +135,36 @@ class ACFormerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ACFormerConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        """A validated config from a model's JSON ``architecture`` (see :meth:`validate`);
+        unknown keys, a non-object or a bad value give one line."""
+        if not isinstance(d, dict):
+            raise JobError(f"an AC-Former config must be a JSON object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise JobError(f"unknown AC-Former config keys: {', '.join(unknown)}")
-        d = dict(d)
-        if "backbone_stages" in d:
-            d["backbone_stages"] = tuple(d["backbone_stages"])
+        if isinstance(d.get("backbone_stages"), list):
+            d = {**d, "backbone_stages": tuple(d["backbone_stages"])}
         cfg = cls(**d)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise JobError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if self.views not in VIEWS:
-            raise JobError(f"unknown view generator {self.views!r}; choose one of {', '.join(VIEWS)}")
-        if self.fusestyle_partner not in ("argmin", "random", "euclidean"):
-            raise JobError(f"unknown FuseStyle partner {self.fusestyle_partner!r}")
-        if self.d_model % self.n_heads:
-            raise JobError("d_model must be a multiple of n_heads")
+        """One-line JobError naming the first bad field: a value of the wrong type (from the
+        field's annotation), out of its range (``RULES``: positive sizes, probabilities in
+        [0, 1], known backbone / view / partner names...), d_model and aat_embed not multiples of 4
+        (sine position embeddings), or a head / group count that does not divide its width."""
+        check_fields(self, RULES, "AC-Former config")
+        for part, whole, why in DIVIDES:
+            if getattr(self, whole) % getattr(self, part):
+                raise JobError(f"AC-Former config field {part!r} must divide {whole} ({getattr(self, whole)}) "
+                               f"for the {why}, got {getattr(self, part)}")
+        for name in ("d_model", "aat_embed"):
+            if getattr(self, name) % 4:
+                raise JobError(f"AC-Former config field {name!r} must be a multiple of 4 (sine position "
+                               f"embeddings), got {getattr(self, name)}")
+        if self.overlap >= self.tile_size:
+            raise JobError(f"AC-Former config field 'overlap' must be smaller than tile_size ({self.tile_size}), "
+                           f"got {self.overlap}")
 
     def replace(self, **kw) -> "ACFormerConfig":
         cfg = replace(self, **kw)

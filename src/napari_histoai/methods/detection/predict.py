@@ -189,7 +189,10 @@ def model_from_state(state: dict, config: dict, what: str = "AC-Former"):
     arch = config.get("architecture")
     if not isinstance(arch, dict):
         raise JobError(f"{what} config has no 'architecture'")
-    cfg = ACFormerConfig.from_dict(arch)
+    try:
+        cfg = ACFormerConfig.from_dict(arch)
+    except JobError as e:
+        raise JobError(f"{what}: {e}") from None
     model = build_model(cfg)
     load_state_strict(model, state, what)
     return model.eval(), cfg
