@@ -190,6 +190,14 @@ def test_all_tiles_corrupt_is_one_line_and_writes_nothing(small_slide, tmp_path,
     assert "could be read" in _one_line(capsys) and not out.exists()
 
 
+def test_converting_a_slide_with_corrupt_tiles_is_one_line(small_slide, tmp_path, capsys):
+    _corrupt_tiles(small_slide, 0.5)
+    out = tmp_path / "out.ome.tif"
+    assert main(["convert", str(small_slide), "--out", str(out)]) == 2
+    assert "cannot read pixels of slide.ome.tif" in _one_line(capsys) and not out.exists()
+    assert not list(tmp_path.glob(".out.ome.tif.*"))  # no temporary left behind
+
+
 def test_truncated_slide_is_one_line(small_slide, tmp_path, capsys):
     data = small_slide.read_bytes()
     small_slide.write_bytes(data[: len(data) // 3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import JobError
 from .options import mpp_option, tile_size
 
 
@@ -26,6 +27,12 @@ def run(args) -> int:
     with output_lock(out), open_image(args.image) as img:
         lv = img.levels[0]
         data = lv[..., 0] if img.n_channels == 1 else lv
-        out = write_pyramid_ometiff(out, data, mpp=args.mpp or img.mpp, tile=args.tile)
+        try:
+            out = write_pyramid_ometiff(out, data, mpp=args.mpp or img.mpp, tile=args.tile)
+        except (OSError, JobError):
+            raise
+        except Exception as e:  # the writer only reads the input: corrupt or truncated tile data
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise JobError(f"cannot read pixels of {img.name}: {first}") from None
     print(f"wrote {out}", file=sys.stderr)
     return 0
