@@ -29,15 +29,7 @@ def check_output(out: str | os.PathLike, suffixes: Sequence[str], inputs: Sequen
                 raise JobError(f"{what} {p} is the input file; choose another name")
         except OSError:
             pass
-    parent = p.parent if str(p.parent) else Path(".")
-    anc = parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise JobError(f"{what} {p}: {anc} is a file, not a folder")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise JobError(f"{what} {p}: the folder {anc} is not writable")
-    return p
+    return _writable_parent(p, what)
 
 
 def check_folder_output(out: str | os.PathLike, what: str = "--out") -> Path:
@@ -48,6 +40,12 @@ def check_folder_output(out: str | os.PathLike, what: str = "--out") -> Path:
         raise JobError(f"{what} {p} is a file; give a folder name for the model")
     if p.is_dir() and any(p.iterdir()) and not (p / "config.json").is_file():
         raise JobError(f"{what} {p} is a folder with other files in it; give a new name for the model")
+    return _writable_parent(p, what)
+
+
+def _writable_parent(p: Path, what: str) -> Path:
+    """``p`` when the nearest existing folder above it is a writable folder (missing folders
+    in between are created by the writers)."""
     anc = p.parent
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
