@@ -74,3 +74,20 @@ def parse_region(text: str | None):
     if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
         raise JobError(f"--region must be 4 finite numbers y0,x0,y1,x1, got {text!r}")
     return tuple(vals)
+
+
+def json_line(obj) -> str:
+    """Strict JSON for stdout: NaN and infinities (e.g. an F_c with no nucleus of a class)
+    become null, which every JSON reader accepts."""
+    import json
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False, default=str)

@@ -5,11 +5,11 @@ folders, or the images themselves) with mixed supervision."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .options import (
     fraction_below_one,
+    json_line,
     nonnegative_float,
     positive_float,
     positive_int,
@@ -119,7 +119,7 @@ def run(args) -> int:
                     eval_every=args.eval_every, log_path=args.log, backbone_weights=args.backbone_weights,
                     extra_config=extra)
     result = run_with_tqdm(job, desc="train-detector")
-    print(json.dumps({"model": str(args.out), "classes": result["classes"], "mpp": result["mpp"]}))
+    print(json_line({"model": str(args.out), "classes": result["classes"], "mpp": result["mpp"]}))
     return 0
 
 
@@ -145,5 +145,5 @@ def run_project(args) -> int:
     job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra,
                                 image_mpp=args.mpp)
     summary = run_with_tqdm(job, desc="train-detector --project")
-    print(json.dumps({k: summary[k] for k in ("model", "start_model", "val_before", "val", "steps", "cpu_seconds")}))
+    print(json_line({k: summary[k] for k in ("model", "start_model", "val_before", "val", "steps", "cpu_seconds")}))
     return 0
