@@ -286,8 +286,8 @@ def _infer(slide, model, kind, region, mpp, tissue_only, batch_size, store, canc
             batch.append(t)
             pixels.append(resize(px, scaled_shape(px.shape, r)))
         if not batch:
-            continue
-        if kind == "points":
+            pass  # every tile of this batch was background or unreadable
+        elif kind == "points":
             for t, px, (pts, cls, sc) in zip(batch, pixels, model.predict_tiles(pixels)):
                 pts = np.asarray(pts, np.float64).reshape(-1, 2)
                 sy, sx = (t.y1 - t.y0) / px.shape[0], (t.x1 - t.x0) / px.shape[1]  # level px per model px
