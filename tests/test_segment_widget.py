@@ -76,6 +76,19 @@ def test_train_few_steps_then_make_labels(make_napari_viewer, tmp_path):
     assert viewer.layers.extent.units is not None
     assert "0.25 µm/px" in w.summary.text()
 
+    # whole-slide sized labels live in a temporary zarr store, which goes with its layer
+    import napari_histoai.engine.inference as E
+
+    E_max, E.IN_MEMORY_MAX_PIXELS = E.IN_MEMORY_MAX_PIXELS, 1000
+    try:
+        w.make_labels()
+    finally:
+        E.IN_MEMORY_MAX_PIXELS = E_max
+    store = Path(w.labels_layer.metadata["histoai_store"])
+    assert store.is_dir() and int(np.asarray(w.labels_layer.data[:]).max()) > 0
+    viewer.layers.remove(w.labels_layer)
+    assert not store.exists()
+
     # save, load, apply to another image
     path = w.save_model(str(tmp_path / "segmenter"))
     assert (Path(path) / "config.json").exists()

@@ -188,21 +188,23 @@ def _zarr_out(store: Optional[Path], shape: tuple, dtype, chunks: tuple):
 # --------------------------------------------------------------------------- the primitive
 def infer(image, model, region: Optional[Sequence[float]] = None, *, mpp: Optional[float] = None,
           tissue_only: bool = True, batch_size: Optional[int] = None, store: Optional[str | os.PathLike] = None,
-          cancel: Optional[CancelFlag] = None, in_memory_max: int = IN_MEMORY_MAX_PIXELS) -> Job:
+          cancel: Optional[CancelFlag] = None, in_memory_max: Optional[int] = None) -> Job:
     """Run ``model`` (a point detector, instance segmenter or dense map; see
     :mod:`.protocols`) over ``region`` = (y0, x0, y1, x1) level-0 px of ``image`` (a
     SlideImage, a path or an RGB array [H, W, 3]; whole image when None).
 
     ``mpp``: the image's µm/px when the file does not say (or to override it); ``tissue_only``:
     skip tiles without tissue; ``store``: a folder for a zarr array holding the labels / maps
-    (streamed tile by tile). Yields :class:`Progress` per batch; returns a
+    (streamed tile by tile; a temporary one when they exceed ``in_memory_max`` px, default
+    :data:`IN_MEMORY_MAX_PIXELS`). Yields :class:`Progress` per batch; returns a
     :class:`PointsResult`, :class:`LabelsResult` or :class:`MapsResult`.
     """
     kind = kind_of(model)
     slide, opened = as_image(image, mpp)
     try:
         result = yield from _infer(slide, model, kind, region, mpp, tissue_only, batch_size,
-                                   None if store is None else Path(store), cancel, in_memory_max)
+                                   None if store is None else Path(store), cancel,
+                                   IN_MEMORY_MAX_PIXELS if in_memory_max is None else in_memory_max)
     finally:
         if opened:
             slide.close()

@@ -58,6 +58,17 @@ def _spin(lo: int, hi: int, value: int) -> QSpinBox:
     return s
 
 
+def _drop_temporary_store(event) -> None:
+    """A removed labels layer whose data lived in a temporary zarr store (whole-slide labels
+    streamed by the engine) takes its store with it."""
+    import shutil
+    from pathlib import Path
+
+    store = (getattr(event.value, "metadata", None) or {}).get("histoai_store")
+    if store and Path(store).parent.name.startswith("histoai-"):
+        shutil.rmtree(Path(store).parent, ignore_errors=True)
+
+
 class SegmentWidget(QWidget):
     """Dock widget. ``result`` (last TrainResult), ``model`` (SegmenterModel in use),
     ``conf_layers`` and ``labels_layer`` are kept for scripts and tests."""
@@ -151,6 +162,7 @@ class SegmentWidget(QWidget):
         self.refresh_layers()
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(_drop_temporary_store)
 
     # ------------------------------------------------------------------ layers
     def refresh_layers(self, *_args) -> None:
@@ -322,8 +334,9 @@ class SegmentWidget(QWidget):
         def done(result):
             if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.labels_layer)
+            md = {"histoai_segmenter_output": True, "histoai_store": None if result.store is None else str(result.store)}
             self.labels_layer = self.viewer.add_labels(
-                result.labels, name=f"nuclei labels ({layer.name})", metadata={"histoai_segmenter_output": True},
+                result.labels, name=f"nuclei labels ({layer.name})", metadata=md,
                 **placement(layer, result.origin, result.downsample))
             self.summary.setText(f"{result.n_objects} nuclei at {result.mpp_text}")
             self._enable_model_buttons()
