@@ -42,13 +42,6 @@ def image_source(layer):
     return from_array(data, mpp=layer_mpp(layer), name=layer.name)
 
 
-def image_from_layer(layer):
-    """A :class:`~napari_histoai.io.SlideImage` for an Image layer (opens its file)."""
-    from ..engine.inference import as_image
-
-    return as_image(image_source(layer))[0]
-
-
 def placement(image_layer, origin=(0.0, 0.0), downsample: float = 1.0) -> dict:
     """``scale``, ``translate`` and ``units`` for a layer on a grid of ``downsample`` image px
     per pixel whose top-left corner is at image px ``origin`` (y, x), aligned with
