@@ -30,8 +30,8 @@ def test_points_read_the_level_closest_to_the_model_and_come_back_in_level0_px(d
 
 def test_pixel_size_file_given_or_assumed(data_dir):
     rgb = crc_image(data_dir, VAL[1], "val")
-    assumed = infer_array(ClassicalDetector(), rgb, mpp=None)  # the model's 0.5 is used for the array
-    assert assumed.mpp_source in ("given", "assumed")
+    at_model = infer_array(ClassicalDetector(), rgb)  # validation arrays are at the model's resolution
+    assert at_model.mpp == 0.5 and at_model.mpp_source == "given"
     res = run_job(infer(from_array(rgb), ClassicalDetector(), tissue_only=False))
     assert res.mpp == 0.5 and res.mpp_source == "assumed" and "no pixel size" in res.notes[0]
     given = run_job(infer(from_array(rgb), ClassicalDetector(), mpp=1.0, tissue_only=False))
