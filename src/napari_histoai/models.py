@@ -86,6 +86,8 @@ def resolve_model(name_or_path: str | os.PathLike, kind: Optional[str] = None) -
     models = list_models(kind)
     if str(name_or_path) in models:
         return models[str(name_or_path)]
+    if kind is not None and str(name_or_path) in list_models():
+        read_config(list_models()[str(name_or_path)], kind)  # says which kind it is instead
     names = ", ".join(sorted(models)) or "none"
     raise JobError(f"no model named {str(name_or_path)!r} (available: {names})")
 

@@ -35,7 +35,6 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -51,12 +50,12 @@ from .io.points import (
     json_kind,
     object_type,
     points_csv_text,
-    position,
     read_json,
     read_points_csv,
 )
+from .io.regions import outer_rings, ring_yx
 
-__all__ = ["Project", "ProjectPoints", "project_dir_for", "REVIEWED", "NO_TARGET", "SOURCES"]
+__all__ = ["NO_TARGET", "REVIEWED", "SOURCES", "Project", "ProjectPoints", "project_dir_for"]
 
 SUFFIX = ".histoai"
 REVIEWED, NO_TARGET = "reviewed", "no_target"
@@ -98,35 +97,13 @@ def regions_geojson(regions: dict) -> dict:
     return {"type": "FeatureCollection", "features": feats}
 
 
-def _region_kind(props: dict, where: str) -> Optional[str]:
+def _region_kind(props: dict, where: str) -> str | None:
     """``reviewed`` / ``no_target`` from the ``kind`` property (ours) or the classification name
     ("Reviewed" / "No target", as QuPath shows them); None for other features."""
     kind = props.get("kind")
     if kind is not None and not isinstance(kind, str):
         raise JobError(f"{where}: property 'kind' must be a string, got {json_kind(kind)}")
     return kind if kind in REGION_NAMES else REGION_KINDS.get(class_name(props, where))
-
-
-def _outer_rings(geom: dict, where: str) -> list:
-    """The outer ring of a Polygon, of each polygon of a MultiPolygon (holes are ignored: a
-    region is its outline); empty polygons give none."""
-    kind = geom["type"]
-    if "coordinates" not in geom:
-        raise JobError(f"{where}: {kind} without coordinates")
-    polys = [geom["coordinates"]] if kind == "Polygon" else geom["coordinates"]
-    if not isinstance(polys, list) or not all(isinstance(rings, list) for rings in polys):
-        raise JobError(f"{where}: {kind} coordinates must be nested lists of [x, y] positions")
-    return [rings[0] for rings in polys if rings]
-
-
-def _ring(ring, where: str) -> Optional[np.ndarray]:
-    """A ring as [K, 2] (y, x) without its closing point; None when fewer than 3 points remain."""
-    if not isinstance(ring, list):
-        raise JobError(f"{where}: a polygon ring must be a list of [x, y] positions, got {json_kind(ring)}")
-    yx = np.array([position(xy, where) for xy in ring], dtype=np.float64).reshape(-1, 2)
-    if len(yx) > 1 and (yx[0] == yx[-1]).all():
-        yx = yx[:-1]
-    return yx if len(yx) >= 3 else None
 
 
 def parse_regions(doc, label: str = REGIONS) -> dict:
@@ -148,7 +125,7 @@ def parse_regions(doc, label: str = REGIONS) -> dict:
         if kind is None or object_type(f, props) not in ("", "annotation") \
                 or geom.get("type") not in ("Polygon", "MultiPolygon"):
             continue
-        rings = (_ring(r, where) for r in _outer_rings(geom, where))
+        rings = (ring_yx(r, where) for r in outer_rings(geom, where))
         out[kind].extend(r for r in rings if r is not None)
     return out
 
@@ -167,7 +144,7 @@ def _regions_text(reviewed, no_target) -> str:
     return json.dumps(regions_geojson({REVIEWED: list(reviewed), NO_TARGET: list(no_target)}))
 
 
-def _sha256(path: Path) -> Optional[str]:
+def _sha256(path: Path) -> str | None:
     """Hex sha256 of a file's bytes; None when it does not exist."""
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -211,7 +188,7 @@ class Project:
     Opening one reads project.json: a one-line JobError when it is not a JSON object or a field
     the store reads has the wrong type (a broken project.json is reported, never overwritten)."""
 
-    def __init__(self, root: str | os.PathLike, image_path: Optional[str] = None):
+    def __init__(self, root: str | os.PathLike, image_path: str | None = None):
         self.root = Path(root)
         self._image = str(image_path) if image_path else None
         self._meta = self._meta_on_disk()
@@ -219,7 +196,7 @@ class Project:
             self._meta["image"] = self._image
 
     @classmethod
-    def for_image(cls, image_path: str | os.PathLike) -> "Project":
+    def for_image(cls, image_path: str | os.PathLike) -> Project:
         return cls(project_dir_for(image_path), str(Path(image_path).resolve()))
 
     # ------------------------------------------------------------------ paths
@@ -257,14 +234,14 @@ class Project:
         return self._meta
 
     @property
-    def image_path(self) -> Optional[str]:
+    def image_path(self) -> str | None:
         return self._meta.get("image")
 
     def update_meta(self, **kw) -> None:
         """Set project.json fields (a save of its own: see :meth:`_commit`)."""
         self._commit({}, **kw)
 
-    def add_model(self, name: str, folder: str, metrics: Optional[dict] = None) -> None:
+    def add_model(self, name: str, folder: str, metrics: dict | None = None) -> None:
         """Record a trained model (replacing one of the same name) and make it current."""
         models = [m for m in self._meta_on_disk().get("models") or []
                   if not (isinstance(m, dict) and m.get("name") == name)]

@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from .engine.jobs import Progress, run_job
 from .errors import CancelFlag, JobError
 from .io.outputs import check_folder_output, check_output, output_lock
 
-__all__ = ["detect_file", "segment_file", "POINTS_SUFFIXES", "LABELS_SUFFIXES"]
+__all__ = ["detect_file", "segment_file", "heatmap_file", "train_heatmap", "POINTS_SUFFIXES", "LABELS_SUFFIXES"]
 
 POINTS_SUFFIXES = (".csv", ".geojson", ".json")
 LABELS_SUFFIXES = (".tif", ".tiff")
@@ -114,6 +116,63 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opt
                    notes=list(labels.notes), shape=list(labels.labels.shape), tiles=labels.n_tiles,
                    seconds=round(time.perf_counter() - t0, 2))
     return summary
+
+
+def heatmap_file(image: str | os.PathLike, out: str | os.PathLike, *, model: str | os.PathLike,
+                 mpp: Optional[float] = None, region: Optional[Sequence[float]] = None, device: str = "auto",
+                 on_progress: ProgressFn = None, cancel: Optional[CancelFlag] = None) -> dict:
+    """Tumour heatmap of ``image`` with a trained heatmap ``model``, written to ``out`` (tiled
+    pyramidal float32 OME-TIFF, tumour probability 0..1, pixel size = the slide's times the map's
+    downsample, so it overlays the slide in µm). Returns {image, out, model, score, call,
+    threshold, top_k (level-0 px boxes), mpp, heatmap_mpp, origin, tiles, notes, seconds}."""
+    from .engine.devices import pick_device
+    from .io import open_image
+    from .io.writers import write_pyramid_ometiff
+    from .methods.heatmap import heatmap_job, load_heatmap_model
+
+    out = check_output(out, LABELS_SUFFIXES, [image])
+    t0 = time.perf_counter()
+    net = model if hasattr(model, "predict_maps") else load_heatmap_model(model, device=pick_device(device))
+    with output_lock(out), open_image(image) as img:
+        res = run_job(heatmap_job(img, net, region, mpp=mpp, cancel=cancel), on_progress, cancel)
+        maps = res.maps
+        try:
+            plane = maps.maps[0] if isinstance(maps.maps, np.ndarray) else _lazy(maps.maps)[0]
+            hmpp = None if maps.mpp is None else maps.mpp * maps.downsample
+            _write_or_rescue(out, lambda p: write_pyramid_ometiff(p, plane, mpp=hmpp, compression="zlib", min_size=256))
+        finally:
+            if maps.store is not None:
+                tmp = maps.store.parent if maps.store.parent.name.startswith("histoai-") else maps.store
+                shutil.rmtree(tmp, ignore_errors=True)
+    return {"image": str(image), "out": str(out), **res.summary(), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _lazy(arr):
+    import dask.array as da
+
+    return da.from_array(arr, chunks=(1, 1024, 1024))
+
+
+def train_heatmap(slides, labels: str | os.PathLike, out: str | os.PathLike, *, annotations=None,
+                  config=None, device: str = "auto", on_progress: ProgressFn = None,
+                  cancel: Optional[CancelFlag] = None) -> dict:
+    """Train a tumour-heatmap model from ``slides`` (a folder or a list), a labels CSV and an
+    optional folder of GeoJSON tumour regions, and save it to the folder ``out`` (atomically, only
+    when training finished). Returns {out, mode, best_round, rounds, threshold, slides, notes,
+    seconds}."""
+    from .methods.heatmap import HeatmapConfig, save_heatmap_model, train_heatmap_job
+    from .methods.heatmap.data import training_slides
+
+    out = check_folder_output(out, "--out")
+    cfg = config or HeatmapConfig()
+    items, notes = training_slides(slides, labels, annotations)
+    res = run_job(train_heatmap_job(items, cfg, device=device, cancel=cancel), on_progress, cancel)
+    n_ann = sum(bool(t.regions) for t in items)
+    save_heatmap_model(res, out, training={"labels": str(labels), "annotations": None if annotations is None
+                                           else str(annotations), "n_slides": len(items), "n_annotated": n_ann})
+    return {"out": str(out), "mode": cfg.mode, "best_round": res.best_round, "rounds": res.rounds,
+            "threshold": round(res.threshold, 4), "slides": len(items), "annotated": n_ann, "notes": notes,
+            "seconds": round(res.seconds, 1)}
 
 
 def _write_or_rescue(out: Path, write: Callable[[Path], object]) -> None:
