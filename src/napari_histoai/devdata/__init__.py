@@ -1,0 +1,6 @@
+"""Seeded, reproducible development data built from the real data in ``../shared/data``.
+
+:mod:`.tumour_mosaics` builds tumour / normal mosaic "slides" (pyramidal OME-TIFF, pixel truth,
+slide labels, QuPath-style annotations) from real labelled H&E tiles, for slide heatmaps. No Qt
+or napari imports here.
+"""
