@@ -14,7 +14,7 @@ RANKS = {
     "errors": 0, "classes": 0, "bundled": 0, "__init__": 0, "resources": 0,
     "io": 1, "metrics": 1, "models": 1,
     "engine": 2, "project": 2,
-    "methods": 3,
+    "methods": 3, "devdata": 3,
     "tasks": 4, "batch": 4,
     "cli": 5, "widgets": 5,
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -90,6 +91,19 @@ def resolve_model(name_or_path: str | os.PathLike, kind: Optional[str] = None) -
         read_config(list_models()[str(name_or_path)], kind)  # says which kind it is instead
     names = ", ".join(sorted(models)) or "none"
     raise JobError(f"no model named {str(name_or_path)!r} (available: {names})")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_model_name(name: str) -> str:
+    """A new model's name: letters, digits, ``.-_``; not a bundled model or 'classical'."""
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise JobError(f"model name {name!r}: use 1-64 letters, digits, '.', '-' or '_'")
+    if name == "classical" or (bundled_models_dir() / name).exists():
+        raise JobError(f"{name!r} is a built-in model; choose another name")
+    return name
 
 
 def save_checkpoint(folder: str | os.PathLike, state_dict: dict, config: dict) -> Path:

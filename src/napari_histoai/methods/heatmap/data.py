@@ -151,9 +151,10 @@ def training_slides(slides, labels_csv, annotations=None) -> tuple[list[Training
     (:func:`~napari_histoai.io.slide_labels.read_slide_labels`) and an optional folder of GeoJSON
     annotations named like the slides (``<stem>.geojson``, polygons = tumour regions).
 
-    Returns (slides, notes). One-line ``JobError``: labels naming slides that are not there,
-    fewer than two labelled slides. Slides without a label are left out (said in the notes)."""
-    from ...batch import expand_inputs
+    Returns (slides, notes). One-line ``JobError``: labels naming slides that are not there.
+    Slides without a label are left out (said in the notes); whether both classes are there is
+    the trainer's check."""
+    from ...io.inputs import expand_inputs
     from ...io.regions import read_polygons
     from ...io.slide_labels import read_slide_labels
 
@@ -191,6 +192,4 @@ def training_slides(slides, labels_csv, annotations=None) -> tuple[list[Training
         stray = [g.name for g in sorted(ann_dir.glob("*.geojson")) if g.name[:-8] not in stems]
         if stray:
             notes.append(f"{len(stray)} annotation file(s) match no labelled slide (e.g. {stray[0]})")
-    if len(out) < 2:
-        raise JobError("training needs at least two labelled slides")
     return out, notes

@@ -6,31 +6,18 @@ project(s). Also what both front ends need around it: model names, opening proje
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ....engine.inference import as_image
 from ....engine.jobs import Progress
 from ....errors import JobError
+from ....models import check_model_name
 from .train import MixedConfig, mixed_train_job
 
 __all__ = ["check_model_name", "model_output", "train_corrections_job", "Snapshot", "open_projects", "parse_ratio",
            "mixed_config"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_model_name(name: str) -> str:
-    """A new model's name: letters, digits, ``.-_``; not a bundled model or 'classical'."""
-    from ....models import bundled_models_dir
-
-    name = (name or "").strip()
-    if not _NAME.match(name):
-        raise JobError(f"model name {name!r}: use 1-64 letters, digits, '.', '-' or '_'")
-    if name == "classical" or (bundled_models_dir() / name).exists():
-        raise JobError(f"{name!r} is a built-in model; choose another name")
-    return name
 
 
 def model_output(name: str) -> Path:
