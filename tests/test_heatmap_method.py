@@ -71,9 +71,9 @@ class _MarkerModel:
 
     def __new__(cls):
         from napari_histoai.methods.heatmap.model import HeatmapModel
-        from napari_histoai.methods.heatmap.network import PatchClassifier, PatchSegNet
+        from napari_histoai.methods.heatmap.network import ClassifierEnsemble, PatchSegNet
 
-        m = HeatmapModel(PatchSegNet(8), PatchClassifier(), _tiny(width=8))
+        m = HeatmapModel(PatchSegNet(8), ClassifierEnsemble(3), _tiny(width=8))
 
         def predict_maps(tiles):
             out = []

@@ -15,7 +15,7 @@ RANKS = {
     "io": 1, "metrics": 1, "models": 1,
     "engine": 2, "project": 2,
     "methods": 3, "devdata": 3,
-    "tasks": 4, "batch": 4,
+    "tasks": 4, "batch": 4, "batch_records": 4, "batch_models": 4,
     "cli": 5, "widgets": 5,
 }
 GUI = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy", "superqt")

@@ -46,6 +46,7 @@ class HeatmapConfig:
     min_negatives: int = 32         # hard negatives kept even when fewer pass T (the most confident)
     stage2_epochs: int = 15
     stage2_lr: float = 2e-3
+    stage2_members: int = 3         # stage-2 classifiers averaged (1 = the paper's single classifier)
     mil_k: int = 2                  # image mode: patches per slide given the slide label
     fusestyle: bool = False         # FuseStyle after the first two network stages
     annotations_complete: bool = True  # drawn slides: tissue outside the regions is not tumour

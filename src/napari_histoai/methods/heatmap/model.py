@@ -70,7 +70,8 @@ def save_heatmap_model(result, folder: str | os.PathLike, training: Optional[dic
     state = {f"seg.{k}": v for k, v in result.seg_state.items()}
     state.update({f"cls.{k}": v for k, v in result.cls_state.items()})
     cfg = {"kind": KIND, "architecture": {"width": result.config.width, "stride": result.config.stride,
-                                          "fusestyle": result.config.fusestyle},
+                                          "fusestyle": result.config.fusestyle,
+                                          "stage2_members": result.config.stage2_members},
            "channels": ["tumour"], "mpp": result.config.mpp, "config": result.config.as_dict(),
            "threshold": result.threshold,
            "training": dict(training or {}, rounds=result.rounds, best_round=result.best_round,
@@ -82,7 +83,7 @@ def load_heatmap_model(name_or_path: str | os.PathLike, device="cpu") -> Heatmap
     """A saved heatmap model; one-line ``JobError`` for other kinds or mismatched weights."""
     from ...models import load_checkpoint, load_state_strict, resolve_model
     from .config import HeatmapConfig
-    from .network import PatchClassifier, PatchSegNet
+    from .network import ClassifierEnsemble, PatchSegNet
 
     state, cfg = load_checkpoint(name_or_path, KIND)
     try:
@@ -90,7 +91,7 @@ def load_heatmap_model(name_or_path: str | os.PathLike, device="cpu") -> Heatmap
     except (TypeError, KeyError) as e:
         raise JobError(f"heatmap model config is malformed: {e}") from None
     seg = PatchSegNet(conf.width, conf.stride, conf.fusestyle)
-    cls = PatchClassifier()
+    cls = ClassifierEnsemble(conf.stage2_members)
     load_state_strict(seg, {k[4:]: v for k, v in state.items() if k.startswith("seg.")}, "heatmap stage-1")
     load_state_strict(cls, {k[4:]: v for k, v in state.items() if k.startswith("cls.")}, "heatmap stage-2")
     thr = cfg.get("threshold", 0.5)

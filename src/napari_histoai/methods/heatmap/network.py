@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchSegNet", "PatchClassifier", "normalise"]
+__all__ = ["PatchSegNet", "PatchClassifier", "ClassifierEnsemble", "normalise"]
 
 
 def normalise(rgb: torch.Tensor) -> torch.Tensor:
@@ -99,3 +99,17 @@ class PatchClassifier(nn.Module):
         f = self.body(torch.cat([(x[:, :3] - 0.5) / 0.25, prob], 1))
         pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3)), prob.amax((2, 3)), prob.mean((2, 3))], 1)
         return self.head(pooled).squeeze(1)
+
+
+class ClassifierEnsemble(nn.Module):
+    """Several :class:`PatchClassifier` trained with different seeds: patches [B, 4, h, w] ->
+    logits [B] of the members' mean probability (less variance in the slide score and in the
+    stage-2 loss that picks the round)."""
+
+    def __init__(self, n: int = 1):
+        super().__init__()
+        self.members = nn.ModuleList([PatchClassifier() for _ in range(n)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0).clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)

@@ -60,17 +60,33 @@ def slide_probs(net, inputs: Sequence[np.ndarray], device, batch: int = 64) -> n
 
 
 def train_stage2(inputs: Sequence[np.ndarray], labels: Sequence[int], *, epochs: int = 15, lr: float = 2e-3,
-                 slides_per_batch: int = 8, device="cpu", seed: int = 0, cancel=None):
+                 slides_per_batch: int = 8, device="cpu", seed: int = 0, members: int = 1, cancel=None):
     """Train theta_2 from scratch on per-slide inputs [K, 4, h, w] uint8 with slide ``labels``
-    (0/1). Returns (net, final loss = mean BCE over all slides in eval mode)."""
+    (0/1): ``members`` classifiers with seeds seed, seed + 1000, ... averaged
+    (:class:`~.network.ClassifierEnsemble`). Returns (net, final loss = mean BCE of the averaged
+    slide probabilities over all slides, eval mode)."""
+    from .network import ClassifierEnsemble
+
+    net = ClassifierEnsemble(members).to(device)
+    for k, m in enumerate(net.members):
+        _fit_one(m, inputs, labels, epochs, lr, slides_per_batch, device, seed + 1000 * k, cancel)
+    y = np.asarray(labels, int)
+    p = np.clip(slide_probs(net, inputs, device), 1e-6, 1 - 1e-6)
+    final = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return net, final
+
+
+def _fit_one(net, inputs, labels, epochs, lr, slides_per_batch, device, seed, cancel) -> None:
+    """Train one PatchClassifier in place (balanced slide batches, BCE of the top-K mean)."""
     import torch
 
     from ...errors import check_cancel
-    from .network import PatchClassifier
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = PatchClassifier().to(device)
+    for m in net.modules():  # fresh weights from this seed
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     y = np.asarray(labels, int)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -90,9 +106,6 @@ def train_stage2(inputs: Sequence[np.ndarray], labels: Sequence[int], *, epochs:
             opt.zero_grad()
             loss.backward()
             opt.step()
-    p = np.clip(slide_probs(net, inputs, device), 1e-6, 1 - 1e-6)
-    final = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return net, final
 
 
 def best_round(losses: Sequence[float]) -> int:

@@ -180,7 +180,7 @@ def train_heatmap_job(slides: Sequence[TrainingSlide], config: Optional[HeatmapC
             inputs.append(stage2_inputs(d.images[idx], pm[idx]))
         check_cancel(cancel)
         cls, loss2 = train_stage2(inputs, labels, epochs=cfg.stage2_epochs, lr=cfg.stage2_lr, device=dev,
-                                  seed=cfg.seed + r, cancel=cancel)
+                                  seed=cfg.seed + r, members=cfg.stage2_members, cancel=cancel)
         done += cfg.stage2_epochs
         yield Progress(done, total, f"round {r}: stage-2 loss {loss2:.3f}",
                        info={"round": r, "phase": "stage 2", "stage2_loss": loss2})
