@@ -43,19 +43,26 @@ class PointsTable:
         return len(self.yx)
 
 
+def read_csv_rows(path: str | os.PathLike, what: str = "") -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (a BOM allowed); one-line JobError naming the file (as
+    ``what`` + its name) when it cannot be read or parsed."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError(f"cannot read {what}{p.name}: {e}") from None
+    try:
+        return list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:  # e.g. a field longer than the csv module's limit
+        raise JobError(f"{p.name} is not a readable CSV: {e}") from None
+
+
 def read_points_csv(path: str | os.PathLike) -> PointsTable:
     """Read a points CSV with header ``y,x[,class][,score][,source]`` (extra columns ignored).
     y, x and score must be finite numbers (NaN, inf and 1e400 are rejected, as in GeoJSON); any
     bad line gives a one-line JobError naming it."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise JobError(f"cannot read {p.name}: {e}") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as e:  # e.g. a field longer than the csv module's limit
-        raise JobError(f"{p.name} is not a readable CSV: {e}") from None
+    rows = read_csv_rows(p)
     if not rows:
         return PointsTable(np.zeros((0, 2)), [], np.zeros(0), [])
     header = [h.strip().lower() for h in rows[0]]

@@ -10,13 +10,12 @@ with two labels) is one ``JobError`` line naming the row.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from pathlib import Path
 
 from ..errors import JobError
+from .points import read_csv_rows
 
 __all__ = ["read_slide_labels", "parse_label", "POSITIVE", "NEGATIVE"]
 
@@ -38,15 +37,7 @@ def parse_label(value: str, where: str = "label") -> int:
 def read_slide_labels(path: str | os.PathLike) -> dict[str, tuple[int, float | None]]:
     """{slide file name as written: (label 0/1, mpp or None)} from a labels CSV."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise JobError(f"cannot read labels file {p.name}: {e}") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as e:
-        raise JobError(f"{p.name} is not a readable CSV: {e}") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
+    rows = [r for r in read_csv_rows(p, "labels file ") if any(c.strip() for c in r)]
     if not rows:
         raise JobError(f"{p.name} is empty; expected a header 'slide,label' and one row per slide")
     head = [c.strip().lower() for c in rows[0]]

@@ -207,3 +207,20 @@ class JobPanel(QWidget):
         self.worker = worker
         worker.start()
         return worker
+
+
+def models_listener(widget, dock: str):
+    """A models-changed callback (``models.on_models_changed``) that emits ``widget._models_saved``
+    (a queued Qt signal, so the refresh runs on the GUI thread) while the dock lives; once it is
+    gone the callback raises, which removes it from the listeners."""
+    import weakref
+
+    ref = weakref.ref(widget)
+
+    def on_models_saved() -> None:
+        w = ref()
+        if w is None:
+            raise RuntimeError(f"the {dock} dock was closed")
+        w._models_saved.emit()
+
+    return on_models_saved

@@ -3,7 +3,6 @@ get a Points layer with ``class``/``score``/``source`` features, one colour per 
 
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 from qtpy.QtCore import Signal
@@ -26,23 +25,11 @@ from ..methods.detection.registry import available_detectors
 from ..models import on_models_changed
 from ._layers import image_source, points_layer_kwargs, shapes_polygons, visible_region
 from ._pixel_size import PixelSizeRow
-from ._runner import JobPanel, notify_error
+from ._runner import JobPanel, models_listener, notify_error
 
 REGION_VIEW = "Current view"
 REGION_SHAPES = "Drawn region (Shapes layer)"
 REGION_WHOLE = "Whole image (tissue only)"
-
-
-def _weak_emitter(widget):
-    ref = weakref.ref(widget)
-
-    def on_models_saved() -> None:  # raising removes this listener (see models._notify)
-        w = ref()
-        if w is None:
-            raise RuntimeError("the Detect dock was closed")
-        w._models_saved.emit()
-
-    return on_models_saved
 
 
 class DetectWidget(QWidget):
@@ -99,7 +86,7 @@ class DetectWidget(QWidget):
         # a model saved anywhere (e.g. by the training dock, from its worker thread) shows up in
         # the selector: the signal is queued to the GUI thread; a closed dock drops its listener
         self._models_saved.connect(self.refresh_models)
-        on_models_changed(_weak_emitter(self))
+        on_models_changed(models_listener(self, "Detect"))
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self.refresh_layers)
 

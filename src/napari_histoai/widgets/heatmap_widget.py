@@ -7,7 +7,6 @@ top-K patches behind the score (Previous / Next zoom to them). Numerics live in
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -42,19 +41,7 @@ from ._heatmap_sources import is_output
 from ._heatmap_train import HeatmapTrainSection
 from ._layers import image_source
 from ._pixel_size import PixelSizeRow
-from ._runner import JobPanel, notify_error
-
-
-def _weak_emitter(widget):
-    ref = weakref.ref(widget)
-
-    def on_models_saved() -> None:  # raising removes this listener (see models._notify)
-        w = ref()
-        if w is None:
-            raise RuntimeError("the Tumour heatmap dock was closed")
-        w._models_saved.emit()
-
-    return on_models_saved
+from ._runner import JobPanel, models_listener, notify_error
 
 
 class HeatmapWidget(QWidget):
@@ -134,7 +121,7 @@ class HeatmapWidget(QWidget):
         self.refresh_layers()
         # a model saved by the training job (worker thread) reaches the selector through a queued signal
         self._models_saved.connect(self.refresh_models)
-        on_models_changed(_weak_emitter(self))
+        on_models_changed(models_listener(self, "Tumour heatmap"))
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(drop_temporary_store)
