@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_histoai.engine.jobs import run_job
-from napari_histoai.errors import CancelFlag, Cancelled, JobError
+from napari_histoai.errors import CancelFlag, Cancelled
 
 TUMOUR_BOX = (352, 352, 576, 576)  # level-0 px (y0, x0, y1, x1) of the tumour block in positive slides
 

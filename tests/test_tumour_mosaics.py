@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from napari_histoai.devdata.paint import _glass
 from napari_histoai.devdata.tumour_mosaics import (
     TRUTH_DOWNSAMPLE,
-    _glass,
     make_tumour_mosaics,
     source_pools,
 )
