@@ -206,6 +206,15 @@ def test_bad_training_input_is_one_line(tmp_path, small_slides, capsys):
     assert "lies outside the slide" in err
     # mixed supervision without any drawn region
     assert "needs tumour regions drawn" in _err(capsys, base + ["--labels", str(small_slides / "labels.csv")])
+    # a slide that cannot be read
+    bad = tmp_path / "slides"
+    bad.mkdir()
+    (bad / "broken.tif").write_text("not a tiff")
+    lab.write_text("slide,label\nbroken.tif,tumour\ns1.ome.tif,normal\n")
+    err = _err(capsys, ["train-heatmap", "--slides", str(small_slides / "slides"), str(bad), "--labels", str(lab),
+                        "--mode", "image", "--out", str(tmp_path / "m")])
+    assert "broken.tif" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_slide_without_tissue_is_one_line(tmp_path, capsys):
