@@ -134,6 +134,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--init-steps", type=int, default=None)
     ap.add_argument("--fusestyle", action="store_true")
+    ap.add_argument("--negatives", choices=["hard", "all"], default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default=str(SCRATCH / "heatmap_models"), help="where trained models are kept")
     ap.add_argument("--reuse", action="store_true", help="reuse trained models found in --models")
@@ -176,7 +177,7 @@ def main() -> int:
         if arm == "hematoxylin":
             continue
         cfg = config_from(args.config, mode=arm, rounds=args.rounds, round_steps=args.steps, init_steps=args.init_steps,
-                          fusestyle=True if args.fusestyle else None, seed=args.seed)
+                          fusestyle=True if args.fusestyle else None, negatives=args.negatives, seed=args.seed)
         folder = Path(args.models) / f"{args.name}-{arm}"
         if args.reuse and (folder / "config.json").is_file():
             train_s = json.loads((folder / "config.json").read_text())["training"]["seconds"]

@@ -56,6 +56,13 @@ def test_e_step_skips_drawn_slides_and_fills_hard_negatives():
     assert e_step([_maps(0.1), neg], [1, 0], T=0.4).negatives == []
 
 
+def test_e_step_can_take_every_negative_patch():
+    neg = _maps(0.1, 0.5, 0.02)
+    es = e_step([_maps(0.2), neg], [1, 0], T=0.4, all_negatives=True)
+    assert es.negatives == [(1, 0), (1, 1), (1, 2)]   # all of the negative slide, whatever their maxima
+    assert es.pseudo == [] and es.dropped == 1        # the tumour slide's patch under T is still dropped
+
+
 def test_mil_selection_takes_the_top_patches_per_slide_with_the_slide_label():
     sel = mil_selection([_maps(0.1, 0.8, 0.5), _maps(0.7, 0.2)], [1, 0], k=1)
     assert sel == [(0, 1, 1), (1, 0, 0)]

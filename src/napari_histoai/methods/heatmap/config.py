@@ -44,6 +44,7 @@ class HeatmapConfig:
     batch: int = 20
     lr: float = 1e-3
     min_negatives: int = 32         # hard negatives kept even when fewer pass T (the most confident)
+    negatives: str = "hard"         # hard: negative-slide patches above T (the paper); all: every one
     stage2_epochs: int = 15
     stage2_lr: float = 2e-3
     stage2_members: int = 3         # stage-2 classifiers averaged (1 = the paper's single classifier)
@@ -62,7 +63,7 @@ class HeatmapConfig:
         rules = {f.name: POSITIVE for f in fields(self)
                  if f.type in ("int", "float") and f.name not in ("overlap", "seed", "init_steps", "round_steps",
                                                                   "rounds", "zero_below", "tissue_min")}
-        rules.update(mode=one_of(MODES), overlap=NON_NEGATIVE, seed=NON_NEGATIVE, init_steps=NON_NEGATIVE,
+        rules.update(mode=one_of(MODES), negatives=one_of(("hard", "all")), overlap=NON_NEGATIVE, seed=NON_NEGATIVE, init_steps=NON_NEGATIVE,
                      round_steps=NON_NEGATIVE, rounds=NON_NEGATIVE, zero_below=UNIT, tissue_min=UNIT, T=UNIT,
                      ratio=(lambda v: len(v) == 3 and all(isinstance(x, (int, float)) and x >= 0 for x in v)
                             and sum(v) > 0, "three numbers >= 0 (fine, pseudo, negative)"))

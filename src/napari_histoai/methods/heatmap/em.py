@@ -38,10 +38,11 @@ class EStep:
 
 def e_step(probs: Sequence[np.ndarray], labels: Sequence[int], skip: Sequence[bool] = (), *,
            T: float = DEFAULTS["T"], V: float = DEFAULTS["V"], zero_below: float = DEFAULTS["zero_below"],
-           min_negatives: int = 0) -> EStep:
+           min_negatives: int = 0, all_negatives: bool = False) -> EStep:
     """Pseudo labels and hard negatives from per-slide patch maps ``probs[i]`` [N_i, h, w] in
     [0, 1] and slide ``labels`` (1 tumour / 0 not); slides flagged in ``skip`` (those with drawn
-    regions: they keep their fine labels) are left out."""
+    regions: they keep their fine labels) are left out. ``all_negatives``: every patch of a
+    non-tumour slide is a negative, not only those above ``T``."""
     out = EStep()
     neg_below = []  # (max prob, slide, patch) of negative patches under T
     for i, (pm, lab) in enumerate(zip(probs, labels)):
@@ -50,7 +51,7 @@ def e_step(probs: Sequence[np.ndarray], labels: Sequence[int], skip: Sequence[bo
         pm = np.asarray(pm, np.float32)
         mx = pm.reshape(len(pm), -1).max(1) if len(pm) else np.zeros(0)
         for j in range(len(pm)):
-            if mx[j] < T:
+            if mx[j] < T and not (all_negatives and not lab):
                 out.dropped += 1
                 if not lab:
                     neg_below.append((float(mx[j]), i, j))

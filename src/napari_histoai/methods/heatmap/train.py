@@ -211,7 +211,7 @@ def train_heatmap_job(slides: Sequence[TrainingSlide], config: Optional[HeatmapC
         if cfg.mode == "mixed":
             for r in range(1, cfg.rounds + 1):
                 es = e_step(probs, labels, annotated, T=cfg.T, V=cfg.V, zero_below=cfg.zero_below,
-                            min_negatives=cfg.min_negatives)
+                            min_negatives=cfg.min_negatives, all_negatives=cfg.negatives == "all")
                 pools.set("pseudo", es.pseudo)
                 pools.set("negative", [(i, j, 0.0) for i, j in es.negatives])
                 loss1 = yield from m_step(cfg.round_steps, cfg.ratio, r)
