@@ -53,7 +53,7 @@ from .io.points import (
     read_json,
     read_points_csv,
 )
-from .io.regions import outer_rings, ring_yx
+from .io.regions import outer_rings, polygons_geojson, ring_yx
 
 __all__ = ["NO_TARGET", "REVIEWED", "SOURCES", "Project", "ProjectPoints", "project_dir_for"]
 
@@ -83,17 +83,7 @@ def regions_geojson(regions: dict) -> dict:
     for kind, polys in regions.items():
         if kind not in REGION_NAMES:
             raise JobError(f"unknown region kind {kind!r}")
-        for poly in polys:
-            p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-            if len(p) < 3:
-                continue
-            if not np.isfinite(p).all():
-                raise JobError(f"a {kind} region has non-finite coordinates")
-            ring = [[round(float(x), 2), round(float(y), 2)] for y, x in p]
-            ring.append(ring[0])
-            feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                          "properties": {"objectType": "annotation", "kind": kind,
-                                         "classification": {"name": REGION_NAMES[kind], "color": REGION_COLORS[kind]}}})
+        feats += polygons_geojson(polys, REGION_NAMES[kind], REGION_COLORS[kind], kind=kind)["features"]
     return {"type": "FeatureCollection", "features": feats}
 
 

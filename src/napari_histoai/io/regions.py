@@ -80,7 +80,7 @@ def polygons_geojson(polys, name: str = "Tumor", color: int = -3670016, kind: st
         if len(p) < 3:
             continue
         if not np.isfinite(p).all():
-            raise JobError(f"a {name} region has non-finite coordinates")
+            raise JobError(f"a {kind or name} region has non-finite coordinates")
         ring = [[round(float(x), 2), round(float(y), 2)] for y, x in p]
         ring.append(ring[0])
         props = {"objectType": "annotation", "classification": {"name": name, "color": color}}
