@@ -2,11 +2,11 @@
 list of images, on a LocalCluster of this machine by default or on a running scheduler.
 
 * one task per input; one output per input in ``out_dir`` (``<stem>.csv`` / ``.geojson`` for
-  detect, ``<stem>.ome.tif`` for segment and heatmap), written atomically by its task;
+  detect, ``<stem>.ome.tif`` for segment, instances and heatmap), written atomically by its task;
 * one JSON record per output in ``out_dir/records/<output name>.json``, written atomically by
   the worker right after the output: the input file (path, size, mtime), status, seconds, the
-  count (detect, segment) or slide score (heatmap), the model and a digest of its weights, the
-  options, the package version, and the one-line error of a file that failed;
+  count (detect, segment, instances) or slide score (heatmap), the model and a digest of its
+  weights, the options, the package version, and the one-line error of a file that failed;
 * resumable: a file is skipped when its record says ``done`` for the same task, model (a
   digest of its config and weights, so a retrained model of the same name re-runs), options and
   input file (size, mtime), and the output it vouches for is still there unchanged (size,
@@ -32,6 +32,7 @@ output folder must then be the same path on the workers (a shared file system).
 Models are loaded once per worker process: :func:`run_one` wraps the loaders the tasks call
 (:func:`~napari_histoai.methods.detection.registry.load_detector`,
 :func:`~napari_histoai.methods.contrastive.load_model`,
+:func:`~napari_histoai.methods.adaptation.load_adapted_model`,
 :func:`~napari_histoai.methods.heatmap.load_heatmap_model`, and
 :func:`~napari_histoai.models.load_checkpoint` for anything else) with a small per-process cache
 keyed by (model folder, weights file size and mtime, device); a loaded model is lent to one file
@@ -75,7 +76,10 @@ __all__ = ["RECORDS", "SUMMARY", "TASKS", "batch_run", "expand_inputs", "record_
 SUMMARY = "summary.csv"
 # task name -> (function name in napari_histoai.tasks, default output suffix)
 TASKS = {"detect": ("detect_file", ".csv"), "segment": ("segment_file", ".ome.tif"),
-         "heatmap": ("heatmap_file", ".ome.tif")}
+         "instances": ("instances_file", ".ome.tif"), "heatmap": ("heatmap_file", ".ome.tif")}
+# the model a task runs when none is given (named here, so the resume check knows it without
+# importing the method; detect asks its registry): methods.adaptation.BUNDLED
+DEFAULT_MODELS = {"instances": "cycpdam-he"}
 COLUMNS = ["image", "out", "status", "n", "score", "mpp", "mpp_source", "seconds", "error"]
 # options that change how a file is run, not its result: not part of the resume check
 RESOURCE = "histoai-file"  # worker resource: one file at a time per worker
@@ -254,8 +258,8 @@ def batch_run(task: str, inputs: Sequence[str | os.PathLike], out_dir: str | os.
               options: dict | None = None, suffix: str | None = None, scheduler: str | None = None,
               workers: int | None = None, threads_per_worker: int | None = None, overwrite: bool = False,
               progress: bool = False, on_file: Callable[[dict, int, int], None] | None = None) -> list[dict]:
-    """Run ``task`` (``detect``, ``segment`` or ``heatmap``) on every input, one dask task per
-    file, in parallel on dask.distributed. Returns the summary rows (one per input).
+    """Run ``task`` (``detect``, ``segment``, ``instances`` or ``heatmap``) on every input, one
+    dask task per file, in parallel on dask.distributed. Returns the summary rows (one per input).
 
     ``options``: keyword options of the task (model, mpp, device, ...); ``suffix``: the outputs'
     file ending (default per task); ``scheduler``: address of a running scheduler (default: a
@@ -276,6 +280,8 @@ def batch_run(task: str, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     check_output(out_dir / SUMMARY, (".csv",), what="--out")
     suffix = suffix or TASKS[task][1]
     options = dict(options or {})
+    if not options.get("model") and task in DEFAULT_MODELS:
+        options["model"] = DEFAULT_MODELS[task]
     model, model_id = _model_identity(task, options.get("model"))
     if model is not None:
         options["model"] = model

@@ -111,8 +111,9 @@ def _weights_stamp(name_or_path, kind=None):
 def install_model_cache(task: str | None = None) -> None:
     """Put :data:`MODEL_CACHE` in front of the loaders the tasks call, in this process (a worker
     calls it before each file). Idempotent. The contrastive segmenter's loader is wrapped for
-    ``segment`` or once its module is imported: importing it imports torch (seconds), which the
-    classical detector never needs."""
+    ``segment`` or once its module is imported, the adapted segmenter's for ``instances`` or once
+    its module is imported: importing them imports torch (seconds), which the classical detector
+    never needs."""
     global _installed
     with _install_lock:
         if _installed is True:
@@ -148,6 +149,17 @@ def install_model_cache(task: str | None = None) -> None:
         if contrastive is not None and not getattr(contrastive.load_model, "__wrapped_by_histoai__", False):
             contrastive.load_model = MODEL_CACHE.wrap(contrastive.load_model,
                                                       lambda name_or_path: _weights_stamp(name_or_path))
+        adaptation = None
+        if task == "instances" or "napari_histoai.methods.adaptation" in sys.modules:
+            try:
+                from .methods import adaptation
+            except ImportError:  # pragma: no cover - a build without domain adaptation
+                adaptation = None
+        if adaptation is not None and not getattr(adaptation.load_adapted_model, "__wrapped_by_histoai__", False):
+            adaptation.load_adapted_model = MODEL_CACHE.wrap(
+                adaptation.load_adapted_model,
+                lambda name_or_path=adaptation.BUNDLED, device="cpu": (
+                    _weights_stamp(name_or_path, adaptation.KIND), str(device)))
         try:
             from .methods import heatmap
         except ImportError:  # pragma: no cover - a build without heatmaps
@@ -160,7 +172,9 @@ def install_model_cache(task: str | None = None) -> None:
             models.load_checkpoint = copy_checkpoint(MODEL_CACHE.wrap(models.load_checkpoint, checkpoint_key,
                                                                       shared=True))
             models.load_checkpoint.__wrapped_by_histoai__ = True
-        _installed = contrastive is not None
+        # done for good once the torch-importing methods are wrapped too (until then, each call
+        # wraps those a task has imported since)
+        _installed = contrastive is not None and adaptation is not None
 
 
 # ---------------------------------------------------------------- one file, on a worker

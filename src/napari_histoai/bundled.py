@@ -20,3 +20,9 @@ def resources_dir() -> Path:
 def sample_path(name: str = "sample_he.tif") -> Path:
     """Path of a bundled sample image."""
     return resources_dir() / name
+
+
+def fluorescence_source() -> tuple[Path, Path]:
+    """(images folder, masks folder) of the bundled CC0 fluorescence source set (BBBC039 crops)."""
+    root = resources_dir() / "fluorescence"
+    return root / "images", root / "masks"

@@ -21,7 +21,8 @@ from .engine.jobs import Progress, run_job
 from .errors import CancelFlag, JobError
 from .io.outputs import check_folder_output, check_output, output_lock
 
-__all__ = ["detect_file", "segment_file", "heatmap_file", "train_heatmap", "POINTS_SUFFIXES", "LABELS_SUFFIXES"]
+__all__ = ["detect_file", "segment_file", "heatmap_file", "train_heatmap", "instances_file", "train_adapt",
+           "POINTS_SUFFIXES", "LABELS_SUFFIXES"]
 
 POINTS_SUFFIXES = (".csv", ".geojson", ".json")
 LABELS_SUFFIXES = (".tif", ".tiff")
@@ -173,6 +174,134 @@ def train_heatmap(slides, labels: str | os.PathLike, out: str | os.PathLike, *, 
     return {"out": str(out), "mode": cfg.mode, "best_round": res.best_round, "rounds": res.rounds,
             "threshold": round(res.threshold, 4), "slides": len(items), "annotated": n_ann, "notes": notes,
             "seconds": round(res.seconds, 1)}
+
+
+def instances_file(image: str | os.PathLike, out: str | os.PathLike, *, model=None,
+                   region: Optional[Sequence[float]] = None, mpp: Optional[float] = None, device: str = "auto",
+                   tissue_only: Optional[bool] = None, on_progress: ProgressFn = None,
+                   cancel: Optional[CancelFlag] = None) -> dict:
+    """Nuclei instances of ``image`` with a CyC-PDAM adapted segmenter (``model``: a name, a
+    folder, or a loaded model; None = the bundled one), written to ``out`` (tiled OME-TIFF,
+    uint16 or uint32 ids, pixel size = the label grid's). Whole images are processed tissue
+    only, a ``region`` entirely. Labels stream through a zarr store on disk for whole slides.
+    Returns {image, out, model, n, mpp, mpp_source, mpp_text, notes, shape, tiles, tiles_skipped,
+    seconds}."""
+    from .engine.devices import pick_device
+    from .engine.inference import infer
+    from .io import open_image
+    from .io.writers import write_labels_ometiff
+
+    out = check_output(out, LABELS_SUFFIXES, [image])
+    t0 = time.perf_counter()
+    with output_lock(out), open_image(image) as img:
+        img.require_rgb8("histoai instances")
+        if hasattr(model, "segment_tiles"):
+            seg = model
+        else:
+            # the package attribute, so that a batch worker's model cache is used
+            from .methods import adaptation
+
+            seg = adaptation.load_adapted_model(adaptation.BUNDLED if model is None else model,
+                                                device=pick_device(device))
+        labels = run_job(infer(img, seg, region, mpp=mpp, cancel=cancel,
+                               tissue_only=region is None if tissue_only is None else tissue_only),
+                         on_progress, cancel)
+        try:
+            out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
+            _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp,
+                                                                 max_id=labels.n_objects))
+        finally:
+            if labels.store is not None:
+                tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
+                shutil.rmtree(tmp, ignore_errors=True)
+    return {"image": str(image), "out": str(out), "model": getattr(seg, "name", str(model)), "n": labels.n_objects,
+            "mpp": labels.mpp, "mpp_source": labels.mpp_source, "mpp_text": labels.mpp_text,
+            "notes": list(labels.notes), "shape": list(labels.labels.shape), "tiles": labels.n_tiles,
+            "tiles_skipped": labels.n_tiles_skipped, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def train_adapt(source_images: Optional[str | os.PathLike] = None, source_masks: Optional[str | os.PathLike] = None,
+                target_images: Optional[str | os.PathLike] = None, out: Optional[str | os.PathLike] = None, *,
+                config=None, target_mpp: Optional[float] = None, device: str = "auto",
+                checkpoint_dir: Optional[str | os.PathLike] = None, on_progress: ProgressFn = None,
+                cancel: Optional[CancelFlag] = None) -> dict:
+    """Train a CyC-PDAM adapted segmenter from labelled fluorescence (``source_images`` +
+    ``source_masks`` folders, masks named like their images; both None = the bundled CC0 set) to
+    the H&E images of ``target_images`` (µm/px from the files, or ``target_mpp``), and save it to
+    the folder ``out`` only when training finished (a cancelled run leaves a previous model
+    there untouched). ``config``: an AdaptConfig (default the ``compact`` preset);
+    ``checkpoint_dir``: where the job keeps (and resumes from) its periodic checkpoints.
+    Returns {out, config, sources, source_nuclei, targets, steps, gan_steps, seconds, notes}."""
+    from .methods.adaptation import (
+        check_training_set,
+        preset,
+        read_source_folder,
+        read_target_folder,
+        save_adapted_model,
+        train_adapt_job,
+    )
+
+    if target_images is None or out is None:
+        raise JobError("give the target H&E images (a folder) and the output model folder")
+    if (source_images is None) != (source_masks is None):
+        raise JobError("give both the source images and the source masks folders, or neither (the bundled "
+                       "fluorescence set)")
+    out = check_folder_output(out, "--out")
+    if checkpoint_dir is not None:
+        _check_checkpoint_dir(Path(checkpoint_dir).expanduser(), out)
+    cfg = (config or preset("compact")).validate()
+    bundled = source_images is None
+    if bundled:
+        from .bundled import fluorescence_source
+
+        source_images, source_masks = fluorescence_source()
+    sources = read_source_folder(source_images, source_masks)
+    targets = read_target_folder(target_images, mpp=target_mpp)
+    check_training_set(sources, targets)
+    n_nuclei = int(sum(len(np.unique(s.mask[s.mask > 0])) for s in sources))
+    res = run_job(train_adapt_job(sources, targets, cfg, device=device, checkpoint_dir=checkpoint_dir, cancel=cancel),
+                  on_progress, cancel)
+    notes = [str(n) for n in (getattr(res, "notes", None) or [])]
+    if bundled:
+        notes.insert(0, "source: the bundled CC0 fluorescence set (BBBC039 crops)")
+    training = {"source_images": str(source_images), "source_masks": str(source_masks),
+                "bundled_source": bundled, "target_images": str(target_images), "target_mpp": target_mpp,
+                "n_sources": len(sources), "n_source_nuclei": n_nuclei, "n_targets": len(targets),
+                "seconds": round(float(res.seconds), 1), "notes": notes}
+    saved = save_adapted_model(res.net, res.config, out, training=training, metrics=_last_losses(res.history))
+    return {"out": str(saved), "config": res.config.preset, "sources": len(sources), "source_nuclei": n_nuclei,
+            "targets": len(targets), "steps": res.config.steps, "gan_steps": res.config.gan_steps,
+            "seconds": round(float(res.seconds), 1), "notes": notes}
+
+
+def _check_checkpoint_dir(folder: Path, out: Path) -> None:
+    """A folder for training checkpoints (``--resume``): a folder, or a place one can be made,
+    writable, and not the model folder itself (saving the model replaces that folder)."""
+    if folder.exists() and not folder.is_dir():
+        raise JobError(f"--resume {folder} is a file; give a folder for the training checkpoints")
+    if folder.resolve() == out.resolve():
+        raise JobError("--resume must be another folder than --out (the model folder is replaced when it is saved)")
+    anc = folder
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
+        raise JobError(f"--resume {folder}: the folder {anc} is not writable")
+
+
+def _last_losses(history) -> dict:
+    """{"final_losses": {stage: {loss: value}}}: the last logged losses of each training stage (a
+    history of {stage, step, **losses} dicts), for the model card; {} when there are none."""
+    last: dict = {}
+    for h in history or []:
+        if not isinstance(h, dict):
+            continue
+        stage = str(h.get("stage", "training"))
+        for k, v in h.items():
+            if k not in ("stage", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                last.setdefault(stage, {})[str(k)] = round(float(v), 5)
+        if "step" in h:
+            last.setdefault(stage, {})["step"] = int(h["step"])
+    return {"final_losses": last} if last else {}
 
 
 def _write_or_rescue(out: Path, write: Callable[[Path], object]) -> None:

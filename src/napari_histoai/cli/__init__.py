@@ -14,7 +14,8 @@ import sys
 from ..engine.devices import DEVICE_CHOICES
 
 # module names (in this package) that provide subcommands, in help order
-SUBCOMMANDS = ["info", "detect", "train_detector", "segment", "train_heatmap", "heatmap", "convert", "batch"]
+SUBCOMMANDS = ["info", "detect", "train_detector", "segment", "train_adapt", "instances", "train_heatmap", "heatmap",
+               "convert", "batch"]
 
 
 def common_options(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``histoai batch {detect,segment,heatmap} INPUTS... --out DIR [--scheduler ADDRESS] [--workers N]
+"""``histoai batch {detect,segment,instances,heatmap} INPUTS... --out DIR [--scheduler ADDRESS] [--workers N]
 [--threads-per-worker T]``: the same per-file tasks over many slides on dask.distributed (a
 LocalCluster by default), one output and one JSON record (``DIR/records/``) per file, resumable,
 a progress bar on stderr and ``DIR/summary.csv``; exit code 2 when any file failed."""
@@ -11,8 +11,8 @@ from .options import mpp_option, positive_int
 
 
 def add_parser(sub):
-    p = sub.add_parser("batch", help="run detect, segment or heatmap over many files on dask.distributed")
-    p.add_argument("task", choices=["detect", "segment", "heatmap"], help="what to run on every file")
+    p = sub.add_parser("batch", help="run detect, segment, instances or heatmap over many files on dask.distributed")
+    p.add_argument("task", choices=["detect", "segment", "instances", "heatmap"], help="what to run on every file")
     p.add_argument("inputs", nargs="+", help="slides or images, or folders of them")
     p.add_argument("--out", required=True, help="folder for the results, their records (records/) and summary.csv")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -26,7 +26,8 @@ def add_parser(sub):
                         "threads per file")
     p.add_argument("--model", default=None, help="model name or folder (detect: default the bundled one; "
                                                  "segment: apply a saved segmenter instead of training on each "
-                                                 "file; heatmap: required)")
+                                                 "file; instances: an adapted segmenter from train-adapt, default "
+                                                 "the bundled one; heatmap: required)")
     p.add_argument("--format", choices=["csv", "geojson"], default="csv", help="detect output format")
     p.add_argument("--overwrite", action="store_true",
                    help="re-run every file (default: skip files whose record shows the same model and options)")
