@@ -197,3 +197,18 @@ def test_target_must_be_he():
         check_target(np.zeros((128, 128, 3), np.float32), "f.tif")
     assert check_target(_he_like(128)[0], "ok.png").rgb.shape == (128, 128, 3)
     assert check_target(np.full((128, 128, 3), 245, np.uint8), "blank.png")   # an empty tile is harmless
+
+
+def test_zoom_and_stain_augmentation_keep_masks_on_their_nuclei():
+    from napari_histoai.methods.adaptation.data import rescale_crop, stain_jitter
+
+    rgb, mask = _he_like(96)
+    rng = np.random.default_rng(0)
+    for f in (0.7, 1.4):
+        img, m = rescale_crop(rgb, mask, f)
+        assert img.shape == rgb.shape and m.shape == mask.shape and m.max() == 1
+        assert img[m > 0].mean(0)[1] < 80            # still the purple nucleus under the mask
+        assert (m > 0).sum() == pytest.approx((mask > 0).sum() * f * f, rel=0.25)
+    j = stain_jitter(rgb, 0.3, rng)
+    assert j.shape == rgb.shape and j.dtype == np.uint8
+    assert j[mask > 0].mean() < j[mask == 0].mean()    # nuclei stay darker than the background

@@ -41,6 +41,8 @@ class AdaptConfig:
     gan_blocks: int = 6                # generator residual blocks
     gan_lr: float = 2e-4
     cycle_weight: float = 10.0
+    gan_identity: float = 0.5          # identity loss weight (x cycle_weight), the original CycleGAN default
+    gan_structure: float = 2.0         # brightness-correlation loss (ours; see cyclegan.CycleGAN.step)
     # feature level
     img_da: bool = True                # image-level discriminator
     ins_da: bool = True                # instance-level discriminator
@@ -50,6 +52,8 @@ class AdaptConfig:
     tr_floor: float = 0.5              # TR floor (the authors' code clamps to [0.5, 1.5])
     da_weight: float = 0.1             # weight of the discriminator losses
     # Mask R-CNN training
+    stain_aug: float = 0.0             # HED stain jitter of the source crops (ours; 0 = off)
+    zoom_aug: tuple = (1.0, 1.0)       # per-crop zoom range of the source crops (ours)
     steps: int = 1200
     crop: int = 256
     lr: float = 1e-2                   # from scratch (the paper's 2e-3 fine-tunes pretrained weights)
@@ -106,6 +110,8 @@ ABLATION = {
     "+ image and instance discriminators": dict(sem=False, tr=False),
     "+ SEM": dict(tr=False),
     "+ TR (full)": {},
+    # beyond the paper: stain jitter and zoom of the labelled source crops
+    "+ stain and zoom augmentation (ours)": dict(stain_aug=0.3, zoom_aug=(0.7, 1.4)),
 }
 
 

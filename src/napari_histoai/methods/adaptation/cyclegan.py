@@ -96,9 +96,15 @@ class CycleGAN(nn.Module):
         d = torch.optim.Adam(list(self.d_t.parameters()) + list(self.d_s.parameters()), lr=lr, betas=(0.5, 0.999))
         return g, d
 
-    def step(self, src: torch.Tensor, tgt: torch.Tensor, opt_g, opt_d, pools, cycle_weight: float = 10.0) -> dict:
+    def step(self, src: torch.Tensor, tgt: torch.Tensor, opt_g, opt_d, pools, cycle_weight: float = 10.0,
+             identity: float = 0.5, structure: float = 0.0) -> dict:
         """One optimisation step on a source batch and a target batch ([B, 3, h, w] in [-1, 1]);
-        returns the losses {G, D, cycle} as floats."""
+        returns the losses {G, D, cycle, identity, structure} as floats.
+
+        ``identity``: the original CycleGAN's identity loss, G_s2t(t) ~ t and G_t2s(s) ~ s, weighted
+        ``identity * cycle_weight`` (the reference code's default 0.5). ``structure`` (ours, 0 = off):
+        1 - the correlation between the brightness of a source image and of its translation, which
+        stops the generator from turning dark nuclei into bright holes and painting nuclei elsewhere."""
         fake_t, fake_s = self.s2t(src), self.t2s(tgt)
         rec_s, rec_t = self.t2s(fake_t), self.s2t(fake_s)
         for p in list(self.d_t.parameters()) + list(self.d_s.parameters()):
@@ -107,6 +113,14 @@ class CycleGAN(nn.Module):
         adv = F.mse_loss(pt, torch.ones_like(pt)) + F.mse_loss(ps, torch.ones_like(ps))
         cyc = F.l1_loss(rec_s, src) + F.l1_loss(rec_t, tgt)
         g_loss = adv + cycle_weight * cyc
+        idt = src.new_zeros(())
+        if identity > 0:
+            idt = F.l1_loss(self.s2t(tgt), tgt) + F.l1_loss(self.t2s(src), src)
+            g_loss = g_loss + identity * cycle_weight * idt
+        struct = src.new_zeros(())
+        if structure > 0:
+            struct = 1 - _correlation(fake_t.mean(1), src.mean(1))
+            g_loss = g_loss + structure * struct
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -119,7 +133,15 @@ class CycleGAN(nn.Module):
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        return {"G": adv.item(), "D": d_loss.item(), "cycle": cyc.item()}
+        return {"G": adv.item(), "D": d_loss.item(), "cycle": cyc.item(), "identity": idt.item(),
+                "structure": struct.item()}
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the Pearson correlation of ``a`` and ``b`` [B, H, W]."""
+    a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
+    b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-6)).mean()
 
 
 def to_gan(rgb: np.ndarray) -> torch.Tensor:

@@ -81,12 +81,48 @@ def instance_targets(mask: np.ndarray, min_area: int = 4) -> dict:
     }
 
 
+def stain_jitter(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Random stain variation in HED optical-density space (Tellez et al. 2018): each of the
+    hematoxylin and eosin channels scaled by U(1 - s, 1 + s) and shifted by U(-s, s) / 10 (the
+    residual DAB channel is left alone)."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    hed = rgb2hed(rgb)
+    scale = np.r_[rng.uniform(1 - strength, 1 + strength, 2), 1.0]
+    shift = np.r_[rng.uniform(-strength, strength, 2) / 10, 0.0]
+    hed = hed * scale + shift
+    return (np.clip(hed2rgb(hed), 0, 1) * 255).round().astype(np.uint8)
+
+
+def rescale_crop(rgb: np.ndarray, mask: np.ndarray, factor: float) -> tuple:
+    """A crop and its mask zoomed by ``factor`` about the centre, same size (image bilinear, mask
+    nearest; zooming out pads with the image's median colour and background)."""
+    import cv2
+
+    c = rgb.shape[0]
+    n = max(8, int(round(c * factor)))
+    img = cv2.resize(rgb, (n, n), interpolation=cv2.INTER_LINEAR)
+    m = cv2.resize(mask.astype(np.float32), (n, n), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    if n >= c:
+        o = (n - c) // 2
+        return img[o:o + c, o:o + c], m[o:o + c, o:o + c]
+    out_i = np.empty_like(rgb)
+    out_i[:] = np.median(rgb.reshape(-1, 3), axis=0).astype(np.uint8)
+    out_m = np.zeros_like(mask)
+    o = (c - n) // 2
+    out_i[o:o + n, o:o + n], out_m[o:o + n, o:o + n] = img, m
+    return out_i, out_m
+
+
 class SourcePool:
     """Labelled crops: (rgb [c, c, 3] uint8, instance mask [c, c] int32) with >= MIN_OBJECTS
-    nuclei when any crop of the pool has that many (10 tries)."""
+    nuclei when any crop of the pool has that many (10 tries). Optional augmentation: stain jitter
+    of ``stain`` strength and a zoom drawn log-uniformly from ``zoom`` = (lo, hi)."""
 
-    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], rng: np.random.Generator):
+    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], rng: np.random.Generator,
+                 stain: float = 0.0, zoom: tuple = (1.0, 1.0)):
         self.images, self.masks, self.rng = list(images), list(masks), rng
+        self.stain, self.zoom = float(stain), tuple(zoom)
         self.fill = [np.median(im.reshape(-1, 3), axis=0).astype(np.uint8) for im in self.images]
         sizes = np.array([m.size for m in self.masks], float)
         self.p = sizes / sizes.sum()
@@ -102,6 +138,10 @@ class SourcePool:
             if n >= MIN_OBJECTS:
                 break
         img, m = _augment([best[0], best[1]], self.rng)
+        if self.zoom != (1.0, 1.0):
+            img, m = rescale_crop(img, m, float(np.exp(self.rng.uniform(*np.log(self.zoom)))))
+        if self.stain > 0:
+            img = stain_jitter(img, self.stain, self.rng)
         return img, m
 
 

@@ -32,7 +32,7 @@ __all__ = ["AdaptTrainResult", "train_adapt_job", "CHECKPOINT_EVERY"]
 
 CHECKPOINT_EVERY = 200
 _GAN_KEYS = ("mpp", "nucleus_um", "scale_jitter", "gan_steps", "gan_crop", "gan_width", "gan_blocks", "gan_lr",
-             "cycle_weight", "seed")
+             "cycle_weight", "gan_identity", "gan_structure", "seed")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def _data_key(sources, targets) -> list:
     return [[s.name for s in sources], [(t.name, t.rgb.shape) for t in targets]]
 
 
-def _train_cyclegan(src_rgb, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, cancel):
+def _train_cyclegan(src_rgb, src_masks, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, cancel):
     import torch
 
     from .cyclegan import CycleGAN, _Pool, to_gan
@@ -66,7 +66,7 @@ def _train_cyclegan(src_rgb, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, cancel
     meta = load_state(folder, {"gan": gan}, {"g": opt_g, "d": opt_d}, rng)
     start = int(meta["step"]) if meta else 0
     pools = (_Pool(50, rng), _Pool(50, rng))
-    s_pool = TargetPool(src_rgb, rng)     # unlabelled crops of the inverted sources
+    s_pool = SourcePool(src_rgb, src_masks, rng)     # source crops with >= 3 nuclei, as the paper's patches
     t_pool = TargetPool(tgt_rgb, rng)
     history = []
     for step in range(start, cfg.gan_steps):
@@ -76,9 +76,9 @@ def _train_cyclegan(src_rgb, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, cancel
         for opt in (opt_g, opt_d):
             for g in opt.param_groups:
                 g["lr"] = lr
-        s = to_gan(s_pool.sample(cfg.gan_crop)).to(dev)
+        s = to_gan(s_pool.sample(cfg.gan_crop)[0]).to(dev)
         t = to_gan(t_pool.sample(cfg.gan_crop)).to(dev)
-        losses = gan.step(s, t, opt_g, opt_d, pools, cfg.cycle_weight)
+        losses = gan.step(s, t, opt_g, opt_d, pools, cfg.cycle_weight, cfg.gan_identity, cfg.gan_structure)
         if step % 10 == 0 or step == cfg.gan_steps - 1:
             history.append({"stage": "cyclegan", "step": step, **losses})
         if (step + 1) % CHECKPOINT_EVERY == 0:
@@ -102,7 +102,7 @@ def _train_pdam(images, masks, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, canc
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     meta = load_state(folder, {"net": net}, {"sgd": opt}, rng)
     start = int(meta["step"]) if meta else 0
-    s_pool, t_pool = SourcePool(images, masks, rng), TargetPool(tgt_rgb, rng)
+    s_pool, t_pool = SourcePool(images, masks, rng, cfg.stain_aug, tuple(cfg.zoom_aug)), TargetPool(tgt_rgb, rng)
     use_t = cfg.img_da or cfg.ins_da or cfg.sem
     history = []
 
@@ -163,7 +163,7 @@ def train_adapt_job(sources: Sequence[SourceImage], targets: Sequence[TargetImag
     history: list = []
     key = {k: getattr(cfg, k) for k in _GAN_KEYS} | {"data": _data_key(sources, targets)}
     if cfg.cyclegan:
-        g, h = yield from _train_cyclegan(src_inv, tgt, cfg, dev, rng, stage_dir(checkpoint_dir, "cyclegan", key),
+        g, h = yield from _train_cyclegan(src_inv, [s.mask for s in src], tgt, cfg, dev, rng, stage_dir(checkpoint_dir, "cyclegan", key),
                                           cancel)
         history += h
         synth = []
