@@ -2,7 +2,7 @@
 with its measured numbers in config.json and a model card.
 
     python benchmarks/bench_adapt.py --threads 2 --rows "+ TR (full)"   # trains runs/adapt/models/tr-full
-    python scripts/bundle_adapted_model.py
+    python scripts/bundle_adapted_model.py ["+ stain and zoom augmentation (ours)"]   # which row
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "runs" / "adapt" / "models" / "tr-full"
+ROWS = {"+ TR (full)": "tr-full", "+ stain and zoom augmentation (ours)": "stain-and-zoom-augmentation-ours"}
 DST = ROOT / "resources" / "models" / "cycpdam-he"
 RESULTS = ROOT / "benchmarks" / "results" / "adapt.json"
-ROW = "+ TR (full)"
 
 
 def main() -> int:
+    row_name = sys.argv[1] if len(sys.argv) > 1 else "+ TR (full)"
+    SRC = ROOT / "runs" / "adapt" / "models" / ROWS[row_name]
     res = json.loads(RESULTS.read_text())
-    row, base = res["rows"][ROW], res["rows"]["Otsu (hematoxylin) + watershed"]
+    row, base = res["rows"][row_name], res["rows"]["Otsu (hematoxylin) + watershed"]
     cfg = json.loads((SRC / "config.json").read_text())
     c = cfg["config"]
     metrics = {k: round(row[k], 4) for k in ("aji", "f1_inst", "obj_f1", "pq", "f1_all", "mp_per_s")}
