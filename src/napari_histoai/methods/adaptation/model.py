@@ -74,7 +74,7 @@ class AdaptedSegmenter:
         import torch
         import torch.nn.functional as F
 
-        from .network import normalise
+        from .network import detect, normalise
 
         out = []
         for i in range(0, len(tiles), self.batch_size):
@@ -87,23 +87,13 @@ class AdaptedSegmenter:
                 xs.append(F.pad(normalise(x[None]), (0, W - t.shape[1], 0, H - t.shape[0]), mode="replicate"))
             x = torch.cat(xs).to(self.device)
             with torch.inference_mode():
-                dets = self._detect(x)
+                dets = detect(self.detector, x)
             for t, d in zip(chunk, dets):
                 out.append(paste_instances(
                     t.shape[:2], d["boxes"].float().cpu().numpy(), d["scores"].float().cpu().numpy(),
                     d["masks"][:, 0].float().cpu().numpy(), self.config.score_threshold,
                     self.config.mask_threshold, self.config.min_area))
         return out
-
-    def _detect(self, x):
-        from torchvision.models.detection.image_list import ImageList
-
-        det = self.detector
-        images = ImageList(x, [tuple(x.shape[-2:])] * x.shape[0])
-        feats = det.backbone(x)
-        props, _ = det.rpn(images, feats)
-        res, _ = det.roi_heads(feats, props, images.image_sizes)
-        return res
 
 
 def _weights(net) -> dict:

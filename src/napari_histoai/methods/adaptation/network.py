@@ -18,7 +18,7 @@ from torch import nn
 
 from .discriminators import ImageDiscriminator, InstanceDiscriminator, SemanticDiscriminator
 
-__all__ = ["PDAMNet", "build", "normalise", "gn"]
+__all__ = ["PDAMNet", "build", "detect", "normalise", "gn"]
 
 
 def gn(c: int) -> nn.GroupNorm:
@@ -206,14 +206,20 @@ class PDAMNet(nn.Module):
 
     @torch.no_grad()
     def detect(self, x: torch.Tensor) -> list:
-        """Eval-mode detections for normalised images [B, 3, H, W]: per image {boxes [N, 4] (x0,
-        y0, x1, y1 px), scores [N], masks [N, 1, 28, 28] probabilities in box coordinates}."""
-        det = self.detector
-        images = self.image_list(x)
-        feats = det.backbone(x)
-        props, _ = det.rpn(images, feats)
-        out, _ = det.roi_heads(feats, props, images.image_sizes)
-        return out
+        return detect(self.detector, x)
+
+
+def detect(detector, x: torch.Tensor) -> list:
+    """Eval-mode detections of a Mask R-CNN ``detector`` for normalised images [B, 3, H, W]
+    (torchvision's resizing transform bypassed): per image {boxes [N, 4] (x0, y0, x1, y1 px),
+    scores [N], masks [N, 1, 28, 28] probabilities in box coordinates}."""
+    from torchvision.models.detection.image_list import ImageList
+
+    images = ImageList(x, [tuple(x.shape[-2:])] * x.shape[0])
+    feats = detector.backbone(x)
+    props, _ = detector.rpn(images, feats)
+    out, _ = detector.roi_heads(feats, props, images.image_sizes)
+    return out
 
 
 def build(arch: dict) -> PDAMNet:
