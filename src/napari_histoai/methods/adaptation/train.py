@@ -94,6 +94,7 @@ def _train_cyclegan(src_rgb, src_masks, tgt_rgb, cfg: AdaptConfig, dev, rng, fol
 def _train_pdam(images, masks, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, cancel):
     import torch
 
+    from .grl import alpha_schedule
     from .network import build, normalise
     from .objective import step_losses
 
@@ -111,8 +112,6 @@ def _train_pdam(images, masks, tgt_rgb, cfg: AdaptConfig, dev, rng, folder, canc
 
     for step in range(start, cfg.steps):
         check_cancel(cancel)
-        from .grl import alpha_schedule
-
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         img, m = s_pool.sample(cfg.crop)
