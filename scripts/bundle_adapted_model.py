@@ -46,7 +46,9 @@ def main() -> int:
   {c['steps']} Mask R-CNN steps (SGD lr {c['lr']}, momentum {c['momentum']}, weight decay
   {c['weight_decay']}), {c['crop']} px crops, one source + one target image a step, seed {c['seed']}.
 - **Resolution**: {c['mpp']} µm/px; other resolutions are resampled by the engine. Tiles of
-  {c['tile_size']} px overlapping by {c['overlap']} px; detections with score >= {c['score_threshold']},
+  {c['tile_size']} px overlapping by {c['overlap']} px; detections with score >= {c['score_threshold']} (chosen without labels: the
+  threshold whose nuclear area matches Otsu on hematoxylin over the target images), up to
+  {c.get('rpn_test_post', 2000)} RPN proposals per tile,
   masks at {c['mask_threshold']}, fragments under {c['min_area']} px dropped.
 - **Data**: source: {s['sources']} labelled fluorescence images ({s['source_nuclei']} nuclei) of
   DSB2018 stage 1 (BBBC038), BBBC039 crops and one StarDist DSB image (all CC0), each rescaled so

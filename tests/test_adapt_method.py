@@ -166,6 +166,7 @@ def test_training_resumes_from_checkpoint(tmp_path):
     assert ("cyclegan", 1) not in resumed          # the finished CycleGAN was reused
     assert [d for s, d in resumed if s == "maskrcnn"] == [3, 4]
     assert res.preview["inpainted"][0].dtype == np.uint8
+    assert ("calibrate", 1) in resumed and any("score threshold" in n for n in res.notes)
 
 
 @pytest.mark.parametrize("image, mask, match", [
@@ -212,3 +213,36 @@ def test_zoom_and_stain_augmentation_keep_masks_on_their_nuclei():
     j = stain_jitter(rgb, 0.3, rng)
     assert j.shape == rgb.shape and j.dtype == np.uint8
     assert j[mask > 0].mean() < j[mask == 0].mean()    # nuclei stay darker than the background
+
+
+def _sample_tile(size=512):
+    import tifffile
+
+    from napari_histoai.bundled import sample_path
+
+    return np.ascontiguousarray(tifffile.imread(sample_path())[:size, :size, :3])
+
+
+def test_proposal_budget_does_not_cap_nuclei_on_a_dense_tile():
+    """A 512 px tile of tissue holds more nuclei than a small RPN budget lets through."""
+    from napari_histoai.methods.adaptation.network import set_test_proposals
+
+    seg = load_adapted_model()
+    tile = _sample_tile()
+    full = int(seg.segment_tiles([tile])[0].max())
+    set_test_proposals(seg.detector, 100, 60)
+    capped = int(seg.segment_tiles([tile])[0].max())
+    assert capped <= 60 < full
+
+
+def test_calibrated_threshold_matches_the_hematoxylin_area():
+    from napari_histoai.methods.adaptation.calibrate import GRID, calibrate_threshold, otsu_fraction
+
+    seg = load_adapted_model()
+    tile = _sample_tile()
+    thr, info = calibrate_threshold(seg.detector, [tile], tile=512)
+    fr = {float(k): v for k, v in info["fractions"].items()}
+    assert thr in GRID
+    assert info["otsu_fraction"] == pytest.approx(otsu_fraction(tile))
+    assert all(fr[a] >= fr[b] for a, b in zip(GRID, GRID[1:]))      # fewer nuclei at a higher threshold
+    assert abs(fr[thr] - info["otsu_fraction"]) == min(abs(v - info["otsu_fraction"]) for v in fr.values())

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ...errors import JobError
 
-__all__ = ["AdaptConfig", "PRESETS", "ABLATION"]
+__all__ = ["AdaptConfig", "PRESETS", "ABLATION", "INFERENCE_ONLY"]
+
+INFERENCE_ONLY = ("auto_threshold", "rpn_test_pre", "rpn_test_post")
 
 _ARCH = {
     "compact": dict(backbone="small-gn", width=24, blocks=2, fpn=64, box_rep=256, mask_width=64, sem_width=64,
@@ -62,6 +64,10 @@ class AdaptConfig:
     weight_decay: float = 1e-3
     # inference
     score_threshold: float = 0.5
+    auto_threshold: bool = True        # after training: pick the score threshold whose foreground matches
+                                       # Otsu on hematoxylin over the target images (label-free; calibrate.py)
+    rpn_test_pre: int = 3000           # RPN proposals kept per level before NMS at inference
+    rpn_test_post: int = 2000          # and after NMS (a 512 px tile of dense tissue holds ~600 nuclei)
     mask_threshold: float = 0.5
     min_area: int = 10                 # px at the model's resolution
     tile_size: int = 512
@@ -89,6 +95,11 @@ class AdaptConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def training_key(self) -> dict:
+        """The settings a trained Mask R-CNN depends on (checkpoint identity): inference-only
+        settings added later are left out so earlier checkpoints keep resuming."""
+        return {k: v for k, v in asdict(self).items() if k not in INFERENCE_ONLY}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AdaptConfig":

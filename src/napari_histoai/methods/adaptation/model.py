@@ -61,6 +61,8 @@ class AdaptedSegmenter:
     def __init__(self, net, config: AdaptConfig, name: str = "adapted", device="cpu"):
         import torch
 
+        from .network import set_test_proposals
+
         self.config = config
         self.name = name
         self.mpp = float(config.mpp)
@@ -68,6 +70,7 @@ class AdaptedSegmenter:
         self.overlap = int(config.overlap)
         self.device = torch.device(device)
         self.detector = net.detector.to(self.device).eval()
+        set_test_proposals(self.detector, config.rpn_test_pre, config.rpn_test_post)
         self.batch_size = 2
 
     def segment_tiles(self, tiles: Sequence[np.ndarray]) -> list:
@@ -86,6 +89,8 @@ class AdaptedSegmenter:
                 x = torch.from_numpy(np.array(t[..., :3], dtype=np.uint8, copy=True)).permute(2, 0, 1)
                 xs.append(F.pad(normalise(x[None]), (0, W - t.shape[1], 0, H - t.shape[0]), mode="replicate"))
             x = torch.cat(xs).to(self.device)
+            # masks only for the boxes that will be kept (the mask head is most of the RoI cost)
+            self.detector.roi_heads.score_thresh = float(self.config.score_threshold)
             with torch.inference_mode():
                 dets = detect(self.detector, x)
             for t, d in zip(chunk, dets):

@@ -222,5 +222,13 @@ def detect(detector, x: torch.Tensor) -> list:
     return out
 
 
+def set_test_proposals(detector, pre: int, post: int) -> None:
+    """Inference RPN budget of a torchvision Mask R-CNN: ``pre`` proposals per level before NMS,
+    ``post`` after (torchvision keeps separate training / testing values)."""
+    rpn = detector.rpn
+    rpn._pre_nms_top_n = dict(rpn._pre_nms_top_n, testing=int(pre))
+    rpn._post_nms_top_n = dict(rpn._post_nms_top_n, testing=int(post))
+
+
 def build(arch: dict) -> PDAMNet:
     return PDAMNet(arch)

@@ -7,6 +7,8 @@
    One Progress carries ``info["preview"]`` = {source, synthesised, inpainted} (up to 4 each).
 3. ``maskrcnn``: the domain-adaptive Mask R-CNN, one source + one target crop a step, SGD
    (momentum 0.9, weight decay 1e-3), linear warm-up, learning rate x 0.1 at 3/4 of the steps.
+4. ``calibrate`` (``config.auto_threshold``): the score threshold chosen on the unlabelled
+   targets (``calibrate.py``).
 
 Progress ``info``: {"stage", "losses": {name: float}}. With ``checkpoint_dir`` each stage saves
 its state every ``CHECKPOINT_EVERY`` steps and a rerun with the same config and data resumes;
@@ -16,7 +18,7 @@ the finished CycleGAN is reused by any run with the same GAN settings and data (
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -140,8 +142,10 @@ def train_adapt_job(sources: Sequence[SourceImage], targets: Sequence[TargetImag
     import torch
 
     from ...engine.devices import pick_device, seed_everything
+    from .calibrate import calibrate_threshold
     from .cyclegan import translate
     from .inpaint import inpaint_nuclei
+    from .network import set_test_proposals
 
     cfg = config.validate()
     check_training_set(sources, targets)
@@ -176,9 +180,19 @@ def train_adapt_job(sources: Sequence[SourceImage], targets: Sequence[TargetImag
     final = [inpaint_nuclei(im, s.mask) for im, s in zip(synth, src)] if (cfg.inpaint and cfg.cyclegan) else synth
     preview = {"source": [s.image for s in src[:4]], "synthesised": synth[:4], "inpainted": final[:4]}
     yield Progress(len(src), len(src), "synthesised H&E ready", {"stage": "synthesis", "preview": preview})
-    pkey = cfg.to_dict() | {"data": _data_key(sources, targets)}
+    pkey = cfg.training_key() | {"data": _data_key(sources, targets)}
     net, h = yield from _train_pdam(final, [s.mask for s in src], tgt, cfg, dev, rng,
                                     stage_dir(checkpoint_dir, "pdam", pkey), cancel)
     history += h
+    set_test_proposals(net.detector, cfg.rpn_test_pre, cfg.rpn_test_post)
+    if cfg.auto_threshold:
+        check_cancel(cancel)
+        yield Progress(0, 1, "choosing the score threshold on the target images", {"stage": "calibrate"})
+        thr, info = calibrate_threshold(net.detector, tgt, tile=cfg.tile_size, mask_threshold=cfg.mask_threshold,
+                                        min_area=cfg.min_area, rng=rng)
+        cfg = replace(cfg, score_threshold=thr)
+        notes.append(f"score threshold {thr:g}: predicted nuclear area {info['fractions'][str(thr)]:.3f} of the "
+                     f"target images vs {info['otsu_fraction']:.3f} by Otsu on hematoxylin")
+        yield Progress(1, 1, f"score threshold {thr:g}", {"stage": "calibrate", "calibration": info})
     torch.set_grad_enabled(True)
     return AdaptTrainResult(net, cfg, time.perf_counter() - t0, history, notes, preview)
