@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "napari_histoai"
 RANKS = {
     "errors": 0, "classes": 0, "bundled": 0, "__init__": 0, "resources": 0,
     "io": 1, "metrics": 1, "models": 1,
-    "engine": 2, "project": 2,
+    "engine": 2, "project": 2, "evaluation": 2,
     "methods": 3, "devdata": 3,
     "tasks": 4, "batch": 4, "batch_records": 4, "batch_models": 4,
     "cli": 5, "widgets": 5,

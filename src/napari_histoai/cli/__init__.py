@@ -15,7 +15,7 @@ from ..engine.devices import DEVICE_CHOICES
 
 # module names (in this package) that provide subcommands, in help order
 SUBCOMMANDS = ["info", "detect", "train_detector", "segment", "train_adapt", "instances", "train_heatmap", "heatmap",
-               "convert", "batch"]
+               "convert", "batch", "evaluate"]
 
 
 def common_options(p: argparse.ArgumentParser) -> None:
