@@ -110,13 +110,18 @@ def pick_threshold(detector, val_items) -> float:
 
 
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                select: bool = False, name: str | None = None, lone: bool = False, stain: bool = True) -> dict:
+                select: bool = False, name: str | None = None, lone: bool = False, stain: bool = True,
+                select_train: bool = False) -> dict:
     """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
     128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
     network on lone windows (no shared backbone pass), otherwise as its config says."""
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.models import read_config, resolve_model
 
+    if read_config(resolve_model(path))["kind"] == "densemap-detector":
+        if lone or not stain:
+            return None
+        return bench_densemap(path, smoke=smoke, do_speed=do_speed, do_monuseg=do_monuseg, name=name)
     det = load_acformer(path, device="cpu")
     if lone and not det.windowed:
         return None  # already on lone windows
@@ -132,6 +137,13 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     cfg = read_config(resolve_model(path))
     crc = DATA / "crchisto"
     val = _load(crc / "val", det.classes, 2 if smoke else None)
+    if select_train:
+        from napari_histoai.methods.detection.selection import pick_threshold as pick_on
+        from napari_histoai.methods.detection.selection import selection_split
+
+        _, sel = selection_split(_load(crc / "train", det.classes))
+        det.threshold, _ = pick_on(det, sel, 0.5)
+        name = (name or cfg.get("name", Path(path).name)) + " (threshold on train hold-out)"
     if select:
         # each row at its own training input size (views: 128 px; no views: the 256 px crop)
         a = cfg["architecture"]
@@ -154,6 +166,45 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     if do_speed and not smoke:
         row["mp_per_s"] = speed(det, val)
     return row
+
+
+def bench_densemap(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
+                   name: str | None = None) -> dict:
+    """The plain dense-map peer (U-Net centre maps); its threshold was picked on the train hold-out."""
+    from napari_histoai.methods.detection.densemap import load_densemap
+    from napari_histoai.models import read_config, resolve_model
+
+    det = load_densemap(path, device="cpu")
+    cfg = read_config(resolve_model(path))
+    tr = cfg.get("training", {})
+    row = {"model": str(path), "name": name or f"dense-map U-Net peer ({Path(path).name})", "threshold": det.threshold,
+           "views": "–", "fusestyle": None, "global_loss": None, "train_seconds": tr.get("train_seconds"),
+           "train_steps": tr.get("steps")}
+    crc = DATA / "crchisto"
+    val = _load(crc / "val", det.classes, 2 if smoke else None)
+    row["crchisto_val"] = score_split(det, val, 0.5)
+    if do_monuseg and not smoke:
+        row["monuseg_fd"] = score_split(det, _load(DATA / "monuseg" / "train", det.classes), 0.25)["f_d"]
+    if do_speed and not smoke:
+        row["mp_per_s"] = speed(det, val)
+    return row
+
+
+def seed_summary(rows: list[dict], groups: dict) -> str:
+    """Median and range over seeds: ``groups`` {row name: [model paths]}."""
+    lines = ["| row | seeds | F_d median (range) | mean F_c median (range) | MoNuSeg F_d median (range) |",
+             "|---|---|---|---|---|"]
+
+    def mr(vals):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return "–"
+        return f"{np.median(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})"
+    for gname, paths in groups.items():
+        rs = [r for r in rows if r["model"] in paths]
+        lines.append(f"| {gname} | {len(rs)} | {mr([r['crchisto_val']['f_d'] for r in rs])} | "
+                     f"{mr([r['crchisto_val']['mean_f_c'] for r in rs])} | {mr([r.get('monuseg_fd') for r in rs])} |")
+    return "\n".join(lines)
 
 
 def bench_classical(classes: list[str], smoke: bool = False, do_speed: bool = True) -> dict:
@@ -244,6 +295,11 @@ def main() -> int:
     ap.add_argument("--no-stain-row", action="store_true", help="also score models without their stain matching")
     ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
     ap.add_argument("--no-baseline", action="store_true", help="leave out the classical detector row")
+    ap.add_argument("--select-train", action="store_true",
+                    help="also score AC-Former models at a threshold picked on the train hold-out (every 7th "
+                         "train tile, scripts/train_densemap.py) instead of val")
+    ap.add_argument("--group", action="append", default=[], metavar="NAME=M1,M2,M3",
+                    help="seeds of one row: print the median and range over these model folders")
     args = ap.parse_args()
 
     import torch
@@ -260,14 +316,19 @@ def main() -> int:
         rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed) for m in models]
         if args.lone:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
+        if args.select_train:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, select_train=True))]
         if args.no_stain_row:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, stain=False))]
-    from napari_histoai.methods.detection.predict import load_acformer
+    from napari_histoai.methods.detection.registry import load_detector
 
-    classes = load_acformer(models[0], device="cpu").classes
+    classes = load_detector(models[0], device="cpu").classes
     if not args.ablation and not args.no_baseline:
         rows.append(bench_classical(classes, smoke=args.smoke, do_speed=not args.no_speed))
     md = table(rows, classes)
+    groups = {g.split("=", 1)[0]: g.split("=", 1)[1].split(",") for g in args.group}
+    if groups:
+        md += "\n\nSeeds (median and range):\n\n" + seed_summary(rows, groups)
     stem = args.name or ("detection_ablation" if args.ablation else "detection")
     if args.smoke:
         stem += "_smoke"

@@ -6,6 +6,7 @@ from ...errors import JobError
 
 CLASSICAL = "classical"
 ACFORMER_KIND = "acformer-detector"
+DENSEMAP_KIND = "densemap-detector"
 DEFAULT_MODEL = "acformer-crc"
 
 
@@ -14,7 +15,7 @@ def available_detectors() -> list[str]:
     classical fallback."""
     from ...models import list_models
 
-    names = list(list_models(ACFORMER_KIND))
+    names = list(list_models(ACFORMER_KIND)) + list(list_models(DENSEMAP_KIND))
     if DEFAULT_MODEL in names:
         names.remove(DEFAULT_MODEL)
         names.insert(0, DEFAULT_MODEL)
@@ -37,6 +38,10 @@ def load_detector(name_or_path: str, device: str = "auto"):
 
     folder = resolve_model(name_or_path)
     cfg = read_config(folder)
+    if cfg["kind"] == DENSEMAP_KIND:
+        from .densemap import load_densemap
+
+        return load_densemap(folder, device=_device(device))
     if cfg["kind"] != ACFORMER_KIND:
         raise JobError(f"{folder.name} is a {cfg['kind']!r} model, not a nuclei detector")
     try:
@@ -44,3 +49,9 @@ def load_detector(name_or_path: str, device: str = "auto"):
     except ImportError as e:  # pragma: no cover - only while AC-Former is being built
         raise JobError(f"AC-Former support is not available: {e}") from None
     return load_acformer(folder, device=device)
+
+
+def _device(device: str):
+    from ...engine.devices import pick_device
+
+    return pick_device(device) if isinstance(device, str) else device
