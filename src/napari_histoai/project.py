@@ -318,9 +318,9 @@ class Project:
         return self._read_committed(POINTS, read_points_csv, ProjectPoints(np.zeros((0, 2)), [], np.zeros(0), []))
 
     # ------------------------------------------------------------------ regions
-    def save_regions(self, reviewed=(), no_target=()) -> Path:
-        """Save the regions alone, as one generation."""
-        self._commit({REGIONS: _regions_text(reviewed, no_target)})
+    def save_regions(self, reviewed=(), no_target=(), **meta) -> Path:
+        """Save the regions alone (and ``meta`` fields), as one generation."""
+        self._commit({REGIONS: _regions_text(reviewed, no_target)}, **meta)
         return self.regions_path
 
     def load_regions(self) -> dict:

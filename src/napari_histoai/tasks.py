@@ -24,7 +24,7 @@ from .io.outputs import check_folder_output, check_output, output_lock
 __all__ = ["detect_file", "segment_file", "heatmap_file", "train_heatmap", "instances_file", "train_adapt",
            "POINTS_SUFFIXES", "LABELS_SUFFIXES"]
 
-POINTS_SUFFIXES = (".csv", ".geojson", ".json")
+POINTS_SUFFIXES = (".csv", ".geojson", ".json", ".points")  # .points: a nuclei store folder (io.point_store)
 LABELS_SUFFIXES = (".tif", ".tiff")
 ProgressFn = Optional[Callable[[Progress], None]]
 
@@ -34,14 +34,19 @@ def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opti
                 tissue_only: Optional[bool] = None, batch_size: int = 4, min_score: float = 0.0,
                 device: str = "auto", on_progress: ProgressFn = None, cancel: Optional[CancelFlag] = None) -> dict:
     """Detect nuclei in ``image`` and write ``out`` (.csv: ``y,x,class,score`` level-0 px plus
-    µm columns and the pixel size used; .geojson for QuPath). ``tissue_only`` defaults to True
+    µm columns and the pixel size used; .geojson for QuPath; a ``.points`` folder: a nuclei store,
+    see :mod:`.io.point_store`). ``tissue_only`` defaults to True
     for whole images and False for a region. Returns {image, out, model, n, counts, mpp,
     mpp_source, notes, tiles, seconds}."""
     from .io import open_image
+    from .io.point_store import PointStore
     from .io.points import write_points_csv, write_points_geojson
     from .methods.detection.job import detect_image_job
 
-    out = check_output(out, POINTS_SUFFIXES, [image])
+    to_store = str(out).lower().rstrip("/").endswith(".points")
+    if to_store and Path(out).is_dir() and any(Path(out).iterdir()) and not PointStore.is_store(out):
+        raise JobError(f"--out {out} is a folder with other files in it; give a new name for the nuclei store")
+    out = Path(out).expanduser() if to_store else check_output(out, POINTS_SUFFIXES, [image])
     t0 = time.perf_counter()
     with output_lock(out):
         with open_image(image) as img:
@@ -49,7 +54,11 @@ def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opti
                                            tissue_only=region is None if tissue_only is None else tissue_only,
                                            batch_size=batch_size, min_score=min_score, cancel=cancel),
                           on_progress, cancel)
-        if out.name.lower().endswith((".geojson", ".json")):
+            shape = img.shape[:2]
+        if to_store:  # whole-slide results: a store the viewer opens by level of detail, exports stream from
+            PointStore.create(out, res.points, res.class_ids, res.classes, res.scores, shape=shape, mpp=res.mpp,
+                              attrs={"model": res.model, "mpp_source": res.mpp_source})
+        elif out.name.lower().endswith((".geojson", ".json")):
             _write_or_rescue(out, lambda p: write_points_geojson(p, res.points, res.class_names, res.scores, mpp=res.mpp,
                                                                  mpp_source=res.mpp_source, model=res.model))
         else:

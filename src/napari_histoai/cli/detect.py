@@ -10,7 +10,8 @@ from .options import mpp_option, parse_region, positive_int, unit_float
 def add_parser(sub):
     p = sub.add_parser("detect", help="detect and classify nuclei; write CSV (y,x,class,score) or GeoJSON")
     p.add_argument("image", help="slide or image file")
-    p.add_argument("--out", required=True, help="output .csv (y,x,class,score in level-0 px) or .geojson")
+    p.add_argument("--out", required=True, help="output .csv (y,x,class,score in level-0 px), .geojson, or a .points folder "
+                   "(a nuclei store for whole slides: the 'Whole-slide results' dock opens it)")
     p.add_argument("--model", default=None, help="bundled/user model name or model folder (default: bundled model; 'classical' = no weights)")
     p.add_argument("--region", default=None, help="y0,x0,y1,x1 in level-0 pixels (default: whole image, tissue only)")
     p.add_argument("--min-score", type=unit_float, default=0.0, help="drop points scoring below this (0..1)")

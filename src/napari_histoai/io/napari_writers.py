@@ -29,12 +29,30 @@ def _layer_points(data: Any, meta: dict):
     return yx, classes, scores, mpp
 
 
+def _store(meta: dict):
+    """The nuclei store behind a whole-slide view's layer (it holds only the loaded window)."""
+    from .point_store import PointStore
+
+    path = (meta.get("metadata") or {}).get("point_store")
+    return PointStore(path) if path and PointStore.is_store(path) else None
+
+
 def write_points_csv(path: str, data: Any, meta: dict) -> list[str]:
+    store = _store(meta)
+    if store is not None:
+        from .point_export import export_store_csv
+
+        return [str(export_store_csv(store, path))]
     yx, c, s, mpp = _layer_points(data, meta)
     return [str(_csv(path, yx, c, s, mpp))]
 
 
 def write_points_geojson(path: str, data: Any, meta: dict) -> list[str]:
+    store = _store(meta)
+    if store is not None:
+        from .point_export import export_store_geojson
+
+        return [str(export_store_geojson(store, path, (meta.get("metadata") or {}).get("model")))]
     yx, c, s, mpp = _layer_points(data, meta)
     return [str(_geojson(path, yx, c, s, mpp))]
 

@@ -26,6 +26,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import JobError
+from ..io.point_store import SOURCES as STORE_SOURCES
+from ..io.point_store import Points as StorePoints
 from ..project import NO_TARGET, REVIEWED, Project, project_dir_for
 from ._palette import ClassPalette
 from ._pixel_size import PixelSizeRow
@@ -70,6 +72,13 @@ def _weak_models_listener(widget):
         w.models_changed.emit()
 
     return cb
+
+
+def _set_defaults(layer, name: str) -> None:
+    """New points get class ``name``, score 1 and source user; other feature columns (a whole-slide
+    view's ``store_id``) keep their defaults (napari wants a default for every column)."""
+    d = {k: v[0] for k, v in layer.feature_defaults.to_dict("list").items() if v}
+    layer.feature_defaults = {**d, "class": name, "score": 1.0, "source": "user"}
 
 
 class CorrectWidget(QWidget):
@@ -303,7 +312,7 @@ class CorrectWidget(QWidget):
             f["source"] = pd.Categorical(["model"] * len(f), categories=["model", "user"])
         layer.features = f
         self.palette.set_classes(classes)
-        layer.feature_defaults = {"class": self.palette.current, "score": 1.0, "source": "user"}
+        _set_defaults(layer, self.palette.current)
         for i, name in enumerate(classes[:9]):
             layer.bind_key(str(i + 1), lambda _ly, n=name: self.set_class(n), overwrite=True)
         layer.events.data.connect(self._points_changed)
@@ -328,7 +337,7 @@ class CorrectWidget(QWidget):
         layer = self.points_layer
         if layer is None:
             return
-        layer.feature_defaults = {"class": name, "score": 1.0, "source": "user"}
+        _set_defaults(layer, name)
         sel = sorted(layer.selected_data)
         if sel:
             f = layer.features
@@ -341,6 +350,12 @@ class CorrectWidget(QWidget):
             self.schedule_save()
 
     def counts(self) -> dict:
+        from ._lod import controller_of
+
+        ctl = controller_of(self.points_layer)
+        if ctl is not None:  # a whole-slide view: the store's counts, edits included
+            ctl.flush()
+            return {c: int(n) for c, n in zip(ctl.store.classes, ctl.store.class_counts())}
         if self.points_layer is None or not len(self.points_layer.data):
             return {}
         return {str(k): int(v) for k, v in self.points_layer.features["class"].value_counts().items()}
@@ -383,6 +398,15 @@ class CorrectWidget(QWidget):
         self.project = self.points_layer = self.image_layer = None
 
     def _points_values(self):
+        from ._lod import controller_of
+
+        ctl = controller_of(self.points_layer)
+        if ctl is not None:  # a whole-slide view holds a window of the points: read them all from the store
+            ctl.flush()
+            pts = StorePoints.concat(list(ctl.store.iter_points()))
+            names = np.array(ctl.store.classes, dtype=object)
+            return (pts.yx.astype(np.float64), names[pts.cls].tolist(), pts.score.astype(np.float64),
+                    np.array(STORE_SOURCES, dtype=object)[pts.source].tolist())
         ly = self.points_layer
         f = ly.features
         return (np.asarray(ly.data)[:, -2:], [str(c) for c in f["class"]], np.asarray(f["score"], float),
@@ -395,9 +419,16 @@ class CorrectWidget(QWidget):
             return
         try:
             from ..project import ProjectPoints
+            from ._lod import controller_of
 
-            yx, cls, sc, src = self._points_values()
             reg = self.regions()
+            ctl = controller_of(self.points_layer)
+            if ctl is not None:  # the store keeps the points (each edit durable): save the regions
+                ctl.flush()
+                self.project.save_regions(reg.get(REVIEWED, []), reg.get(NO_TARGET, []),
+                                          classes=self.palette.classes, model=self.train.model_combo.currentText())
+                return
+            yx, cls, sc, src = self._points_values()
             self.project.save(ProjectPoints(yx, cls, sc, src), reg.get(REVIEWED, []), reg.get(NO_TARGET, []),
                               classes=self.palette.classes, model=self.train.model_combo.currentText())
         except (OSError, JobError) as e:
@@ -416,6 +447,14 @@ class CorrectWidget(QWidget):
                                                   "CSV (*.csv);;GeoJSON (*.geojson)")
             if not path:
                 return None
+        from ._lod import controller_of
+
+        ctl = controller_of(self.points_layer)
+        if ctl is not None:  # every nucleus of the store, not the window the viewer holds
+            from ..io.point_export import export_store
+
+            ctl.flush()
+            return str(export_store(ctl.store, path))
         yx, cls, sc, _src = self._points_values()
         writer = write_points_geojson if str(path).lower().endswith((".geojson", ".json")) else write_points_csv
         writer(path, yx, cls, sc, mpp=layer_mpp(self.image_layer))

@@ -23,13 +23,44 @@ from ..errors import JobError
 from ..methods.detection.job import detect_image_job
 from ..methods.detection.registry import available_detectors
 from ..models import on_models_changed
-from ._layers import image_source, points_layer_kwargs, shapes_polygons, visible_region
+from ._layers import image_source, layer_shape, points_layer_kwargs, shapes_polygons, visible_region
 from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, models_listener, notify_error
 
 REGION_VIEW = "Current view"
 REGION_SHAPES = "Drawn region (Shapes layer)"
 REGION_WHOLE = "Whole image (tissue only)"
+STORE_MIN_POINTS = 100_000  # whole-slide results this large go to a nuclei store and a level-of-detail view
+
+
+def _then_store(job, path, shape):
+    """The detection job, then (for a large whole-slide result) its points written to the nuclei
+    store at ``path`` (slide ``shape`` (H, W) level-0 px) in the same worker; the result gets
+    ``store_path``."""
+    from ..engine.jobs import Progress
+    from ..io.point_store import PointStore
+
+    result = yield from job
+    result.store_path = None
+    if len(result) >= STORE_MIN_POINTS:
+        yield Progress(0, 0, f"Writing {len(result):,} nuclei to {path}")
+        _keep_edited(path)
+        PointStore.create(path, result.points, result.class_ids, result.classes, result.scores,
+                          shape=shape, mpp=result.mpp, attrs={"model": result.model, "region": list(result.region)})
+        result.store_path = str(path)
+    return result
+
+
+def _keep_edited(path) -> None:
+    """A store holding user corrections is renamed aside (``nuclei-<time>.points``), never overwritten."""
+    import time
+    from pathlib import Path
+
+    from ..io.point_store import PointStore
+
+    if PointStore.is_store(path) and PointStore(path).n_edits:
+        p = Path(path)
+        p.rename(p.with_name(f"{p.stem}-{time.strftime('%Y%m%d-%H%M%S')}{p.suffix}"))
 
 
 class DetectWidget(QWidget):
@@ -141,6 +172,10 @@ class DetectWidget(QWidget):
                 region=region, tissue_only=(mode == REGION_WHOLE), min_score=self.min_score.value(),
                 mpp=self.pixel_size.override(),
             )
+            if mode == REGION_WHOLE:
+                from .wholeslide_widget import store_path_for
+
+                job = _then_store(job, store_path_for(layer), layer_shape(layer))
         except JobError as e:
             notify_error(str(e))
             return None
@@ -148,6 +183,16 @@ class DetectWidget(QWidget):
         self.summary.setText("")
         self._image_layer = layer
         return self.panel.run(job, on_done=self._show, on_cancel=self._reenable, on_error=lambda _m: self._reenable())
+
+    def _remove_previous(self) -> None:
+        lod, self.last_lod = getattr(self, "last_lod", None), None
+        if lod is not None:
+            lod.close()
+            for ly in lod.density_layers:
+                if ly in self.viewer.layers:
+                    self.viewer.layers.remove(ly)
+        if self.last_layer is not None and self.last_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.last_layer)
 
     def _reenable(self) -> None:
         self.detect_btn.setEnabled(True)
@@ -159,13 +204,22 @@ class DetectWidget(QWidget):
             result.points, result.class_ids, result.scores = result.points[keep], result.class_ids[keep], result.scores[keep]
         self.last_result = result
         name = f"nuclei ({result.model})"
-        kw = points_layer_kwargs(result, self._image_layer, name=name)
-        if self.replace_check.isChecked() and self.last_layer is not None and self.last_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.last_layer)
-        self.last_layer = self.viewer.add_points(result.points, **kw)
+        if self.replace_check.isChecked():
+            self._remove_previous()
+        if getattr(result, "store_path", None):  # millions of nuclei: the store, seen by level of detail
+            from ..io.point_store import PointStore
+            from ._lod import LodController
+
+            self.last_lod = LodController(self.viewer, PointStore(result.store_path), self._image_layer, name=name)
+            self.last_layer = self.last_lod.points_layer
+        else:
+            kw = points_layer_kwargs(result, self._image_layer, name=name)
+            self.last_layer = self.viewer.add_points(result.points, **kw)
         counts = {c: int((result.class_ids == i).sum()) for i, c in enumerate(result.classes)}
         parts = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
         msg = f"{len(result.points)} nuclei ({parts}) from {result.n_tiles} tiles at {result.mpp_text}"
+        if getattr(result, "store_path", None):
+            msg += f"\nSaved to {result.store_path} (the 'Whole-slide results' dock counts and exports them)"
         if result.n_tiles_skipped:
             msg += f"; {result.n_tiles_skipped} background tiles skipped"
         for note in result.notes:
