@@ -11,7 +11,7 @@ from dataclasses import fields
 
 from ..errors import JobError
 
-__all__ = ["check_fields", "has_type", "POSITIVE", "NON_NEGATIVE", "UNIT", "one_of"]
+__all__ = ["check_fields", "has_type", "POSITIVE", "NON_NEGATIVE", "UNIT", "one_of", "to_json", "from_json"]
 
 
 def _finite(v) -> bool:
@@ -72,3 +72,21 @@ def check_fields(cfg, rules: dict, what: str) -> None:
         test, text = rules.get(f.name, (None, "a {t}"))
         if not has_type(v, hints[f.name]) or (test is not None and not test(v)):
             raise JobError(f"{what} field {f.name!r} must be {text.format(t=_type_word(hints[f.name]))}, got {_short(v)}")
+
+
+def to_json(cfg) -> dict:
+    """A dataclass config as a JSON-ready dict (tuples become lists)."""
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def from_json(cls, d: dict):
+    """``cls(**d)`` keeping only ``cls``'s fields; lists go back to tuples where the default is one."""
+    out = {}
+    for f in fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            out[f.name] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+    return cls(**out)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ...engine.jobs import Progress
 from ...errors import CancelFlag, JobError, check_cancel
+from ..config_fields import from_json, to_json
 
 __all__ = ["KIND", "DenseMapConfig", "DenseMapUNet", "DenseMapDetector", "centre_targets", "focal_heatmap_loss",
            "train_densemap_job", "save_densemap", "load_densemap", "find_peaks"]
@@ -53,17 +54,11 @@ class DenseMapConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
+        return to_json(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DenseMapConfig":
-        names = set(cls.__dataclass_fields__)
-        d = {k: v for k, v in d.items() if k in names}
-        if "widths" in d:
-            d["widths"] = tuple(d["widths"])
-        return cls(**d)
+        return from_json(cls, d)
 
 
 def _block(cin: int, cout: int):
