@@ -106,8 +106,8 @@ def test_cli_segment(tmp_path, capsys):
     imsave(png, crop(160), check_contrast=False)
     out = tmp_path / "labels.ome.tif"
     model = tmp_path / "model"
-    rc = main(["segment", str(png), "--out", str(out), "--steps", "3", "--restarts", "1", "--patch-size", "32",
-               "--device", "cpu", "--save-model", str(model)])
+    rc = main(["segment", str(png), "--out", str(out), "--method", "contrastive", "--steps", "3", "--restarts", "1",
+               "--patch-size", "32", "--device", "cpu", "--save-model", str(model)])
     assert rc == 0
     lab = tifffile.imread(out)
     assert lab.shape == (160, 160) and lab.dtype in (np.uint16, np.uint32)

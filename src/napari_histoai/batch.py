@@ -282,6 +282,8 @@ def batch_run(task: str, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     options = dict(options or {})
     if not options.get("model") and task in DEFAULT_MODELS:
         options["model"] = DEFAULT_MODELS[task]
+    if task == "segment" and not options.get("model"):
+        options.setdefault("method", "selftrain")   # the default method is part of a record's identity
     model, model_id = _model_identity(task, options.get("model"))
     if model is not None:
         options["model"] = model

@@ -69,17 +69,29 @@ def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opti
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Optional[str] = None,
-                 config=None, save_model: Optional[str | os.PathLike] = None,
+def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, method: Optional[str] = None,
+                 model: Optional[str] = None, config=None, save_model: Optional[str | os.PathLike] = None,
                  region: Optional[Sequence[float]] = None, channel: Optional[int] = None, threshold=None,
-                 min_distance: int = 5, min_size: int = 20, mpp: Optional[float] = None, device: str = "auto",
-                 tissue_only: Optional[bool] = None, on_progress: ProgressFn = None,
+                 min_distance: Optional[int] = None, min_size: Optional[int] = None, mpp: Optional[float] = None,
+                 device: str = "auto", tissue_only: Optional[bool] = None, on_progress: ProgressFn = None,
                  cancel: Optional[CancelFlag] = None) -> dict:
     """Self-supervised nuclei instances of ``image`` written to ``out`` (tiled OME-TIFF, uint16
-    or uint32 ids): trains the contrastive segmenter on the image (or ``region``) with
-    ``config`` (a ContrastiveConfig; defaults when None) unless a saved ``model`` is given.
-    Labels stream through a zarr store on disk for whole slides. Returns {image, out, n, mpp,
-    mpp_source, notes, trained, seconds, ...}."""
+    or uint32 ids): trains a segmenter on the image (or ``region``) unless a saved ``model`` is
+    given. ``method``: ``"selftrain"`` (the default: a small U-Net trained from the hematoxylin
+    prior, ``config`` a SelfTrainConfig) or ``"contrastive"`` (the paper's patch-contrastive
+    segmenter, ``config`` a ContrastiveConfig); None = the saved model's kind, else the config's
+    type, else selftrain. ``min_distance`` (px between the centres of split nuclei) and
+    ``min_size`` (px): None = the method's defaults; ``channel`` and a ``threshold`` of "auto"
+    are the contrastive segmenter's only. Labels stream through a zarr store on disk for whole
+    slides. Returns {image, out, method, n, mpp, mpp_source, notes, trained, seconds, ...}."""
+    method = segment_method(method, model, config)
+    if method == "selftrain":
+        return _segment_selftrain(image, out, model=model, config=config, save_model=save_model, region=region,
+                                  channel=channel, threshold=threshold, min_distance=min_distance,
+                                  min_size=min_size, mpp=mpp, device=device, tissue_only=tissue_only,
+                                  on_progress=on_progress, cancel=cancel)
+    min_distance = 5 if min_distance is None else min_distance
+    min_size = 20 if min_size is None else min_size
     from .engine.devices import pick_device
     from .io import open_image
     from .io.writers import write_labels_ometiff
@@ -97,7 +109,7 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opt
         check_folder_output(save_model, "--save-model")
     t0 = time.perf_counter()
     dev = pick_device(device)
-    summary: dict = {"image": str(image), "out": str(out), "trained": model is None}
+    summary: dict = {"image": str(image), "out": str(out), "method": "contrastive", "trained": model is None}
     with output_lock(out), open_image(image) as img:
         img.require_rgb8("histoai segment")
         image_mpp = mpp if mpp is not None else img.mpp
@@ -124,6 +136,145 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opt
                 shutil.rmtree(tmp, ignore_errors=True)
     summary.update(n=labels.n_objects, mpp=labels.mpp, mpp_source=labels.mpp_source, mpp_text=labels.mpp_text,
                    notes=list(labels.notes), shape=list(labels.labels.shape), tiles=labels.n_tiles,
+                   seconds=round(time.perf_counter() - t0, 2))
+    return summary
+
+
+SEGMENT_METHODS = ("selftrain", "contrastive")
+
+
+def segment_method(method: Optional[str] = None, model=None, config=None) -> str:
+    """The segmenter ``segment_file`` runs: a saved ``model``'s kind decides (a name, a folder,
+    or a loaded model), else ``config``'s type, else ``method`` (default ``"selftrain"``). An
+    explicit ``method`` that contradicts the model or config, an unknown method, and a model
+    that is no nuclei segmenter raise a one-line ``JobError``."""
+    from .methods.contrastive import KIND as CONTRASTIVE_KIND
+    from .methods.contrastive import ContrastiveConfig, SegmenterModel
+    from .methods.selftrain import KIND as SELFTRAIN_KIND
+    from .methods.selftrain import SelfTrainConfig, SelfTrainedSegmenter
+    from .models import read_config, resolve_model
+
+    if method is not None and method not in SEGMENT_METHODS:
+        raise JobError(f"unknown segmentation method {method!r}; choose one of {', '.join(SEGMENT_METHODS)}")
+    found, what = None, None
+    if isinstance(model, (SelfTrainedSegmenter, SegmenterModel)):
+        found = "selftrain" if isinstance(model, SelfTrainedSegmenter) else "contrastive"
+        what = f"the model {getattr(model, 'name', '')}".rstrip()
+    elif model:
+        kind = read_config(resolve_model(model))["kind"]
+        kinds = {SELFTRAIN_KIND: "selftrain", CONTRASTIVE_KIND: "contrastive"}
+        if kind not in kinds:
+            raise JobError(f"{Path(str(model)).name} is a {kind!r} model, not a nuclei segmenter "
+                           f"({SELFTRAIN_KIND!r} or {CONTRASTIVE_KIND!r})")
+        found, what = kinds[kind], f"{Path(str(model)).name} (a {kind!r} model)"
+    elif isinstance(config, (SelfTrainConfig, ContrastiveConfig)):
+        found = "selftrain" if isinstance(config, SelfTrainConfig) else "contrastive"
+        what = f"a {type(config).__name__}"
+    elif config is not None:
+        raise JobError(f"config must be a SelfTrainConfig or a ContrastiveConfig, got {type(config).__name__}")
+    if found is not None and method is not None and method != found:
+        raise JobError(f"method {method!r} cannot run {what}; it needs method {found!r}")
+    return found or method or "selftrain"
+
+
+def _selftrain_overrides(cfg, *, threshold=None, min_distance=None, min_size=None, image_mpp=None):
+    """``cfg`` with the user's threshold (probability) and minimum distance / size (level-0 px,
+    converted to µm at ``image_mpp``) in place of its own."""
+    from dataclasses import replace
+
+    if isinstance(threshold, str):
+        raise JobError(f"threshold {threshold!r} is for the contrastive segmenter; the self-trained one takes a "
+                       "probability in (0, 1)")
+    kw = {}
+    if threshold is not None:
+        kw["threshold"] = float(threshold)
+    if min_distance is not None:
+        kw["min_distance_um"] = float(min_distance) * image_mpp
+    if min_size is not None:
+        kw["min_size_um2"] = float(min_size) * image_mpp ** 2
+    return replace(cfg, **kw).validate()
+
+
+def _selftrain_job(slide, cfg, region, mpp: float, device, cancel):
+    """Job: a SelfTrainedSegmenter trained on ``slide`` (an open SlideImage, read at ``mpp``
+    µm/px without changing the slide's own pixel size) or its ``region``."""
+    from .methods.selftrain import SelfTrainedSegmenter, train_selftrain_job
+    from .methods.selftrain.job import working_images
+
+    yield Progress(0, cfg.steps, "reading the image")
+    images = working_images(slide, region, cfg, mpp)
+    net = yield from train_selftrain_job(images, cfg, device=device, cancel=cancel)
+    return SelfTrainedSegmenter(net, cfg, device=device)
+
+
+def _segment_selftrain(image, out, *, model, config, save_model, region, channel, threshold, min_distance,
+                       min_size, mpp, device, tissue_only, on_progress, cancel) -> dict:
+    """``segment_file`` with the self-trained U-Net (methods.selftrain): train on the image (or
+    ``region``) from the hematoxylin prior, or apply a saved ``model``; then the engine's tiled
+    inference. An image without a pixel size is taken to be at the method's 0.5 µm/px (the
+    engine says so in the notes)."""
+    from .engine.devices import pick_device
+    from .engine.inference import infer
+    from .io import open_image
+    from .io.writers import write_labels_ometiff
+    from .methods.selftrain import (
+        SelfTrainConfig,
+        SelfTrainedSegmenter,
+        load_selftrained,
+        save_selftrained,
+    )
+
+    if channel is not None:
+        raise JobError("a nuclei channel is chosen by the contrastive segmenter only (method 'contrastive')")
+    out = check_output(out, LABELS_SUFFIXES, [image])
+    if save_model is not None:
+        check_folder_output(save_model, "--save-model")
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    summary: dict = {"image": str(image), "out": str(out), "method": "selftrain", "trained": not model}
+    with output_lock(out), open_image(image) as img:
+        img.require_rgb8("histoai segment")
+        if model:
+            seg = model if isinstance(model, SelfTrainedSegmenter) else load_selftrained(model, device=dev)
+            image_mpp = mpp or img.mpp or seg.config.mpp
+            cfg = _selftrain_overrides(seg.config, threshold=threshold, min_distance=min_distance,
+                                       min_size=min_size, image_mpp=image_mpp)
+            seg = SelfTrainedSegmenter(seg.net, cfg, name=seg.name, device=dev)
+            summary["model_used"] = seg.name
+        else:
+            base = config or SelfTrainConfig()
+            image_mpp = mpp or img.mpp or base.mpp
+            cfg = _selftrain_overrides(base, threshold=threshold, min_distance=min_distance, min_size=min_size,
+                                       image_mpp=image_mpp)
+            last: dict = {}
+
+            def progress(p: Progress) -> None:
+                last.update({k: v for k, v in (p.info or {}).items() if isinstance(v, float)})
+                if on_progress is not None:
+                    on_progress(p)
+
+            t1 = time.perf_counter()
+            seg = run_job(_selftrain_job(img, cfg, region, image_mpp, dev, cancel), progress, cancel)
+            summary.update(train_seconds=round(time.perf_counter() - t1, 1), steps=cfg.steps,
+                           loss=round(last["loss"], 4) if "loss" in last else None)
+            if save_model:
+                training = {"image": str(image), "region": None if region is None else [float(v) for v in region],
+                            "image_mpp": image_mpp, "steps": cfg.steps, "seconds": summary["train_seconds"],
+                            "final_loss": summary["loss"]}
+                summary["model"] = str(save_selftrained(seg.net, cfg, save_model, training=training))
+        labels = run_job(infer(img, seg, region, mpp=mpp, cancel=cancel,
+                               tissue_only=region is None if tissue_only is None else tissue_only),
+                         on_progress, cancel)
+        try:
+            out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
+            _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp, max_id=labels.n_objects))
+        finally:
+            if labels.store is not None:
+                tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
+                shutil.rmtree(tmp, ignore_errors=True)
+    summary.update(n=labels.n_objects, threshold=cfg.threshold, mpp=labels.mpp, mpp_source=labels.mpp_source,
+                   mpp_text=labels.mpp_text, notes=list(labels.notes), shape=list(labels.labels.shape),
+                   tiles=labels.n_tiles, tiles_skipped=labels.n_tiles_skipped,
                    seconds=round(time.perf_counter() - t0, 2))
     return summary
 

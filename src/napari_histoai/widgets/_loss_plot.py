@@ -6,7 +6,8 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QWidget
 
-COLORS = {"loss": (230, 230, 230), "class": (230, 80, 80), "point": (80, 160, 250), "global": (240, 200, 40)}
+COLORS = {"loss": (230, 230, 230), "class": (230, 80, 80), "point": (80, 160, 250), "global": (240, 200, 40),
+          "fg": (190, 110, 230), "dist": (80, 200, 160)}
 
 
 class LossPlot(QWidget):

@@ -1,14 +1,20 @@
-"""'Segment nuclei (self-supervised)' dock: train the contrastive segmenter on the open image
-(whole, current view or a drawn region), watch its confidence maps evolve, pick the nuclei
-channel and threshold, make instance Labels; save the model or apply it to other images.
-All numerics live in ``methods.contrastive``; this file only wires layers to jobs."""
+"""'Segment nuclei (self-supervised)' dock: no labels needed; a segmenter learns on the open image
+(whole, current view or a drawn region) and makes instance Labels. Two methods:
+
+* **Self-trained U-Net** (the default; section in ``_segment_selftrain``): trained from the
+  image's hematoxylin prior, Train & segment in one click, live loss plot, save under a name;
+* **Patch-contrastive** (the paper): watch its confidence maps evolve, pick the nuclei channel
+  and threshold, make instance Labels; save the model or apply it to other images.
+
+All numerics live in ``methods.selftrain`` and ``methods.contrastive``; this file only wires
+layers to jobs."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,6 +40,8 @@ from ..methods.contrastive import (
     segment_job,
     train_segmenter_job,
 )
+from ..methods.selftrain import KIND as SELFTRAIN_KIND
+from ..models import on_models_changed, read_config
 from ._layers import (
     image_source,
     layer_mpp,
@@ -43,12 +51,15 @@ from ._layers import (
     visible_region,
 )
 from ._pixel_size import PixelSizeRow
-from ._runner import JobPanel, notify_error
+from ._runner import JobPanel, models_listener, notify_error
+from ._segment_selftrain import SelfTrainSection
 
 REGION_WHOLE = "Whole image"
 REGION_VIEW = "Current view"
 REGION_SHAPES = "Drawn region (Shapes layer)"
 NONE = "(none)"
+METHOD_SELFTRAIN = "Self-trained U-Net (default)"
+METHOD_CONTRASTIVE = "Patch-contrastive (paper)"
 
 
 def _spin(lo: int, hi: int, value: int) -> QSpinBox:
@@ -70,8 +81,13 @@ def _drop_temporary_store(event) -> None:
 
 
 class SegmentWidget(QWidget):
-    """Dock widget. ``result`` (last TrainResult), ``model`` (SegmenterModel in use),
-    ``conf_layers`` and ``labels_layer`` are kept for scripts and tests."""
+    """Dock widget. ``method_combo`` picks the method; ``selftrain`` is the self-trained U-Net's
+    section (its ``model``, ``last_result``, ``labels_layer``). For the contrastive method,
+    ``result`` (last TrainResult), ``model`` (SegmenterModel in use), ``conf_layers`` and
+    ``labels_layer`` are kept for scripts and tests; ``train`` and ``make_labels`` are its
+    buttons."""
+
+    _models_saved = Signal()
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -124,12 +140,21 @@ class SegmentWidget(QWidget):
         self.load_btn.clicked.connect(lambda: self.load_model())
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
+        self.method_combo = QComboBox()
+        self.method_combo.addItems([METHOD_SELFTRAIN, METHOD_CONTRASTIVE])
+        self.method_combo.currentIndexChanged.connect(self._method_changed)
+        self.selftrain = SelfTrainSection(self.viewer, self._selftrain_inputs,
+                                          lambda: pick_device(self.device_combo.currentText()), self.seed_spin.value)
 
+        shared = QFormLayout()
+        shared.addRow("Image", self.image_combo)
+        shared.addRow("Pixel size", self.pixel_size)
+        shared.addRow("Region", self.region_combo)
+        shared.addRow("Shapes layer", self.shapes_combo)
+        shared.addRow("Method", self.method_combo)
+        shared.addRow("Seed", self.seed_spin)
+        shared.addRow("Device", self.device_combo)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Pixel size", self.pixel_size)
-        form.addRow("Train on", self.region_combo)
-        form.addRow("Shapes layer", self.shapes_combo)
         form.addRow("Ground truth (optional)", self.gt_combo)
         form.addRow("Channels K", self.k_spin)
         form.addRow("Patch size (px)", self.patch_spin)
@@ -137,8 +162,6 @@ class SegmentWidget(QWidget):
         form.addRow("Similarity", self.sim_combo)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Restarts", self.restarts_spin)
-        form.addRow("Seed", self.seed_spin)
-        form.addRow("Device", self.device_combo)
         thr_row = QHBoxLayout()
         thr_row.addWidget(self.thr_slider, 1)
         thr_row.addWidget(self.thr_label)
@@ -149,20 +172,47 @@ class SegmentWidget(QWidget):
         files = QHBoxLayout()
         files.addWidget(self.save_btn)
         files.addWidget(self.load_btn)
+        self.contrastive_box = QWidget()
+        clay = QVBoxLayout(self.contrastive_box)
+        clay.setContentsMargins(0, 0, 0, 0)
+        clay.addLayout(form)
+        clay.addWidget(self.train_btn)
+        clay.addWidget(self.panel)
+        clay.addLayout(form2)
+        clay.addWidget(self.labels_btn)
+        clay.addLayout(files)
+        clay.addWidget(self.summary)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.train_btn)
-        lay.addWidget(self.panel)
-        lay.addLayout(form2)
-        lay.addWidget(self.labels_btn)
-        lay.addLayout(files)
-        lay.addWidget(self.summary)
+        lay.addLayout(shared)
+        lay.addWidget(self.selftrain)
+        lay.addWidget(self.contrastive_box)
         lay.addStretch(1)
+        self._method_changed()
         self._enable_model_buttons()
         self.refresh_layers()
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(_drop_temporary_store)
+        # a model saved anywhere (maybe by a worker thread) reaches the selector through a queued signal
+        self._models_saved.connect(lambda: self.selftrain.refresh_models())
+        on_models_changed(models_listener(self, "Segment nuclei"))
+
+    # ------------------------------------------------------------------ method
+    def _method_changed(self, *_a) -> None:
+        contrastive = self.method_combo.currentText() == METHOD_CONTRASTIVE
+        self.contrastive_box.setVisible(contrastive)
+        self.selftrain.setVisible(not contrastive)
+
+    def _selftrain_inputs(self) -> tuple:
+        """(image layer, image source, region, µm/px) for the self-trained section: the pixel
+        size typed in the dock, else the image's, else the assumed one shown in the dock."""
+        layer = self._layer(self.image_combo.currentText())
+        if layer is None:
+            raise JobError("open an H&E image first")
+        mpp = self.pixel_size.override()
+        if mpp is None and layer_mpp(layer) is None:
+            mpp = float(self.pixel_size.spin.value())
+        return layer, image_source(layer), self._region(layer), mpp
 
     # ------------------------------------------------------------------ layers
     def refresh_layers(self, *_args) -> None:
@@ -364,6 +414,15 @@ class SegmentWidget(QWidget):
             folder = QFileDialog.getExistingDirectory(self, "Load segmenter (model folder)")
             if not folder:
                 return None
+        try:
+            kind = read_config(folder)["kind"]
+        except JobError as e:
+            notify_error(str(e))
+            return None
+        if kind == SELFTRAIN_KIND:
+            # a self-trained model: offered and selected in its own section
+            self.method_combo.setCurrentText(METHOD_SELFTRAIN)
+            return self.selftrain.use_model(folder)
         try:
             self.model = load_model(folder)
         except JobError as e:

@@ -33,26 +33,22 @@ def working_images(slide, region=None, cfg: Optional[SelfTrainConfig] = None, im
 
 def train_on_image_job(image, config: Optional[SelfTrainConfig] = None, region=None, mpp: Optional[float] = None,
                        device="cpu", cancel: Optional[CancelFlag] = None):
-    """Job: a :class:`SelfTrainedSegmenter` trained on ``image`` (path, SlideImage or RGB array)."""
-    from ..contrastive.job import as_slide
+    """Job: a :class:`SelfTrainedSegmenter` trained on ``image`` (path, SlideImage or RGB array;
+    ``mpp`` its µm/px when the file has none). The caller's image is left as it was."""
+    from ...engine.inference import as_image
     from .train import train_selftrain_job
 
     cfg = (config or SelfTrainConfig()).validate()
-    slide = as_slide(image) if mpp is None else _with_mpp(image, mpp)
     yield Progress(0, cfg.steps, "reading the image")
-    imgs = working_images(slide, region, cfg, mpp)
+    slide, opened = as_image(image, mpp=mpp)
+    try:
+        slide.require_rgb8("the segmenter")
+        imgs = working_images(slide, region, cfg, mpp)
+    finally:
+        if opened:
+            slide.close()
     net = yield from train_selftrain_job(imgs, cfg, device=device, cancel=cancel)
     return SelfTrainedSegmenter(net, cfg, device=device)
-
-
-def _with_mpp(image, mpp):
-    from ...engine.inference import as_image
-
-    slide, _ = as_image(image, mpp=mpp)
-    slide.require_rgb8("the segmenter")
-    if slide.mpp is None:
-        slide.mpp = float(mpp)
-    return slide
 
 
 def segment_image_job(image, model: Optional[SelfTrainedSegmenter] = None, config: Optional[SelfTrainConfig] = None,
