@@ -119,7 +119,7 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     from napari_histoai.models import read_config, resolve_model
 
     if read_config(resolve_model(path))["kind"] == "densemap-detector":
-        if lone or not stain:
+        if lone or not stain or select_train:   # its threshold was already picked on the train hold-out
             return None
         return bench_densemap(path, smoke=smoke, do_speed=do_speed, do_monuseg=do_monuseg, name=name)
     det = load_acformer(path, device="cpu")
