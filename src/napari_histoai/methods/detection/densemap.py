@@ -61,39 +61,16 @@ class DenseMapConfig:
         return from_json(cls, d)
 
 
-def _block(cin: int, cout: int):
-    import torch.nn as nn
-
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 def DenseMapUNet(widths: Sequence[int], n_classes: int):
-    """U-Net [B, 3, H, W] -> [B, 1 + n_classes, H, W] (H, W multiples of 2^(len(widths)-1))."""
-    import torch
+    """U-Net [B, 3, H, W] -> [B, 1 + n_classes, H, W] (H, W multiples of 2^(len(widths)-1)); the
+    centre-map bias starts at -4 (a near-empty map)."""
     import torch.nn as nn
-    import torch.nn.functional as F
 
-    class _UNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            w = list(widths)
-            self.down = nn.ModuleList([_block(3 if i == 0 else w[i - 1], w[i]) for i in range(len(w))])
-            self.up = nn.ModuleList([_block(w[i + 1] + w[i], w[i]) for i in reversed(range(len(w) - 1))])
-            self.head = nn.Conv2d(w[0], 1 + n_classes, 1)
-            nn.init.constant_(self.head.bias[:1], -4.0)   # start with a near-empty centre map
+    from ..unet import UNet
 
-        def forward(self, x):
-            x = x - 0.5
-            skips = []
-            for i, blk in enumerate(self.down):
-                x = blk(x if i == 0 else F.max_pool2d(x, 2))
-                skips.append(x)
-            for blk, s in zip(self.up, reversed(skips[:-1])):
-                x = blk(torch.cat([F.interpolate(x, size=s.shape[-2:], mode="bilinear", align_corners=False), s], 1))
-            return self.head(x)
-
-    return _UNet()
+    net = UNet(widths, 1 + n_classes)
+    nn.init.constant_(net.head.bias[:1], -4.0)
+    return net
 
 
 def centre_targets(points: np.ndarray, labels: np.ndarray, size: int, sigma: float, class_radius: float):

@@ -96,7 +96,7 @@ def save_selftrained(net, config: SelfTrainConfig, folder: str | os.PathLike, *,
 def load_selftrained(name_or_path: str | os.PathLike, device="cpu") -> SelfTrainedSegmenter:
     """A :class:`SelfTrainedSegmenter`; one-line errors for other kinds and weights that do not fit."""
     from ...models import load_checkpoint, load_state_strict
-    from .network import UNet
+    from ..unet import UNet
 
     state, cfg = load_checkpoint(name_or_path, KIND)
     try:

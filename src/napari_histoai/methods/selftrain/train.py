@@ -55,7 +55,7 @@ def train_selftrain_job(images: Sequence[np.ndarray], config: Optional[SelfTrain
     import torch.nn.functional as F
 
     from ...engine.devices import seed_everything
-    from .network import UNet
+    from ..unet import UNet
 
     cfg = (config or SelfTrainConfig()).validate()
     if not images:

@@ -1,5 +1,6 @@
-"""A small U-Net: RGB [B, 3, H, W] in [0, 1] (H, W multiples of 2^(levels-1)) -> [B, 2, H, W]:
-channel 0 the nuclei logit, channel 1 the logit of the normalised distance map."""
+"""A small U-Net shared by the dense-map peer detector and the self-trained segmenter:
+RGB [B, 3, H, W] in [0, 1] (H, W multiples of 2^(levels-1)) -> [B, out_channels, H, W] logits
+at full resolution (``len(widths)`` levels, a max-pool between levels, bilinear upsampling)."""
 
 from __future__ import annotations
 
