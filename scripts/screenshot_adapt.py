@@ -11,7 +11,6 @@ region, show the instance labels over the image, save the window to docs/adapt.p
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import napari
@@ -22,14 +21,9 @@ from napari_histoai.bundled import sample_path
 from napari_histoai.widgets._adapt_segment import REGION_SHAPES
 from napari_histoai.widgets.adapt_widget import AdaptWidget
 
+from _gui import wait, wait_for_job  # noqa: E402 (scripts/)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait(app, seconds: float = 0.6) -> None:
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main(argv=None) -> int:
@@ -68,12 +62,7 @@ def main(argv=None) -> int:
     seg.shapes_combo.setCurrentText("region")
     if seg.start() is None:
         return 2
-    t0 = time.time()
-    while seg.panel.running and time.time() - t0 < args.timeout:
-        app.processEvents()
-        time.sleep(0.02)
-    if seg.last_result is None:
-        print(f"no labels: {seg.panel.last_error or seg.panel.status.text()}", file=sys.stderr)
+    if not wait_for_job(app, seg, args.timeout):
         return 1
     seg.labels_layer.contour = 2
     # zoom onto the region, a little margin around it

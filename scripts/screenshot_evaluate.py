@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import napari
@@ -25,16 +24,11 @@ from napari_histoai.io.points import read_points_csv
 from napari_histoai.tasks import detect_file
 from napari_histoai.widgets.evaluate_widget import EvaluateWidget
 
+from _gui import wait  # noqa: E402 (scripts/)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HISTOAI_DATA", ROOT.parent / "shared" / "data"))
 MPP = 0.5
-
-
-def wait(app, seconds: float = 0.6) -> None:
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main(argv=None) -> int:

@@ -19,14 +19,9 @@ from qtpy.QtWidgets import QApplication
 
 from napari_histoai.widgets.heatmap_widget import HeatmapWidget
 
+from _gui import wait  # noqa: E402 (scripts/)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait(app, seconds: float = 0.6) -> None:
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main(argv=None) -> int:

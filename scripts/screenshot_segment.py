@@ -11,7 +11,6 @@ the whole image). The view is zoomed onto ``--view`` (y0,x0,y1,x1 level-0 px).
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import napari
@@ -22,14 +21,9 @@ from qtpy.QtWidgets import QApplication
 from napari_histoai.bundled import sample_path
 from napari_histoai.widgets import segment_widget as sw
 
+from _gui import wait, wait_for_job  # noqa: E402 (scripts/)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait(app, seconds: float = 0.6) -> None:
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def box(text: str) -> tuple:
@@ -69,12 +63,7 @@ def main(argv=None) -> int:
     st.name_edit.setText("sample-selftrained")
     if st.start() is None:
         return 2
-    t0 = time.time()
-    while st.panel.running and time.time() - t0 < args.timeout:
-        app.processEvents()
-        time.sleep(0.02)
-    if st.last_result is None:
-        print(f"no labels: {st.panel.last_error or st.panel.status.text()}", file=sys.stderr)
+    if not wait_for_job(app, st, args.timeout):
         return 1
     st.labels_layer.contour = 1
     y0, x0, y1, x1 = box(args.view)
