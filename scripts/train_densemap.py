@@ -6,6 +6,9 @@ selection split, the network trains on the other 60, and the score threshold is 
 selection split (F_d + mean F_c over a grid). val is then scored by benchmarks/bench_detection.py.
 
     python scripts/train_densemap.py --out runs/densemap/s0 --seed 0 --steps 4000 --threads 2
+
+Resumable: the training state is saved to ``<out>.ckpt/`` every 250 steps; the same command
+resumes there after an interruption.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def main() -> int:
         print(f"step {p.done}/{p.total} loss {i['loss']:.3f} heat {i['heat']:.3f} class {i['class']:.3f} "
               f"{time.time() - t0:.0f}s", file=sys.stderr, flush=True)
 
-    net = run_job(train_densemap_job(train, cfg, device="cpu"), show)
+    net = run_job(train_densemap_job(train, cfg, device="cpu", checkpoint_dir=args.out + ".ckpt"), show)
     secs = time.time() - t0
     det = DenseMapDetector(net, cfg)
     thr, grid = pick_threshold(det, sel, cfg.mpp)

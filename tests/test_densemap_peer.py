@@ -104,3 +104,28 @@ def test_selection_split_holds_out_every_seventh_tile():
     train, sel = selection_split(items)
     assert len(sel) == 10 and len(train) == 60
     assert not {it.name for it in sel} & {it.name for it in train}
+
+
+@needs_data
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Stopped after step 4 (a checkpoint), the same run resumes at step 5 and ends where an
+    uninterrupted run ends."""
+    from napari_histoai.engine.jobs import run_job
+    from napari_histoai.methods.detection import densemap
+    from napari_histoai.methods.detection.data import load_folder
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(densemap, "CHECKPOINT_EVERY", 2)
+    cfg = DenseMapConfig(widths=(8, 16, 32, 64), steps=6, batch=2, crop=64)
+    items = load_folder(CRC / "images", CRC / "points", cfg.classes)[:3]
+    job = train_densemap_job(items, cfg, log_every=1, checkpoint_dir=tmp_path)
+    for p in job:
+        if p.done == 4:
+            job.close()
+            break
+    seen = []
+    resumed = run_job(train_densemap_job(items, cfg, log_every=1, checkpoint_dir=tmp_path), lambda p: seen.append(p.done))
+    assert seen == [5, 6]
+    straight = run_job(train_densemap_job(items, cfg, log_every=1))
+    for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), k

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...engine.jobs import Progress
 from ...errors import CancelFlag, check_cancel
-from .checkpoints import load_state, save_state, stage_dir
+from ..train_state import load_state, save_state, stage_dir
 from .config import AdaptConfig
 from .data import SourcePool, TargetPool, instance_targets, inverted_rgb, random_crop
 from .sources import SourceImage, TargetImage, check_training_set, rescale_source, resample_target

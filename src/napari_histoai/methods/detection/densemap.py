@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -25,6 +26,7 @@ import numpy as np
 from ...engine.jobs import Progress
 from ...errors import CancelFlag, JobError, check_cancel
 from ..config_fields import from_json, to_json
+from ..train_state import load_state, save_state, stage_dir
 
 __all__ = ["KIND", "DenseMapConfig", "DenseMapUNet", "DenseMapDetector", "centre_targets", "focal_heatmap_loss",
            "train_densemap_job", "save_densemap", "load_densemap", "find_peaks"]
@@ -168,11 +170,16 @@ class DenseMapDetector:
         return out
 
 
+CHECKPOINT_EVERY = 250
+
+
 def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: Optional[CancelFlag] = None,
-                       log_every: int = 50):
+                       log_every: int = 50, checkpoint_dir=None):
     """Train a dense-map U-Net on ``items`` (detection.data.PointImage at ``config.mpp``): AdamW,
     one-cycle learning rate, random crops with flips / turns / colour jitter. A job: yields
-    Progress with info {"loss", "heat", "class"}; returns the network (eval mode)."""
+    Progress with info {"loss", "heat", "class"}; returns the network (eval mode). With
+    ``checkpoint_dir`` the state is saved every ``CHECKPOINT_EVERY`` steps and a rerun with the
+    same config and data resumes there."""
     import torch
     import torch.nn.functional as F
 
@@ -189,9 +196,16 @@ def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: O
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     weights = np.array([max(1, len(it.points)) for it in items], np.float64)
     weights /= weights.sum()
+    folder = stage_dir(checkpoint_dir, "densemap", config.to_dict() | {"data": sorted(it.name for it in items)})
+    meta = load_state(folder, {"net": net}, {"adamw": opt}, rng)
+    start = int(meta["step"]) if meta else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # replaying the schedule, not stepping before the optimiser
+        for _ in range(start):
+            sched.step()
     t0 = time.perf_counter()
     run = {"loss": 0.0, "heat": 0.0, "class": 0.0}
-    for step in range(config.steps):
+    for step in range(start, config.steps):
         check_cancel(cancel)
         xs, hs, cs = [], [], []
         for _ in range(config.batch):
@@ -213,7 +227,9 @@ def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: O
         opt.step()
         sched.step()
         for k, v in (("loss", loss), ("heat", l_heat), ("class", l_cls)):
-            run[k] = 0.98 * run[k] + 0.02 * float(v.detach()) if step else float(v.detach())
+            run[k] = 0.98 * run[k] + 0.02 * float(v.detach()) if step > start else float(v.detach())
+        if (step + 1) % CHECKPOINT_EVERY == 0:
+            save_state(folder, {"net": net}, {"adamw": opt}, {"step": step + 1}, rng)
         if step % log_every == 0 or step == config.steps - 1:
             yield Progress(step + 1, config.steps, f"dense-map step {step + 1}/{config.steps}",
                            {**run, "seconds": time.perf_counter() - t0})

@@ -1,4 +1,4 @@
-"""Resumable training state for CyC-PDAM: module weights, optimiser momentum and RNG state as
+"""Resumable training state (CyC-PDAM, the dense-map peer): module weights, optimiser momentum and RNG state as
 safetensors, the step and the generator state as JSON, written atomically into a folder named
 by a hash of what determines the stage (config fields + data names), so a rerun with the same
 inputs resumes and anything else starts afresh."""
