@@ -94,7 +94,6 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, method: Op
     min_size = 20 if min_size is None else min_size
     from .engine.devices import pick_device
     from .io import open_image
-    from .io.writers import write_labels_ometiff
     from .methods.contrastive import (
         ContrastiveConfig,
         SegmenterModel,
@@ -127,13 +126,7 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, method: Op
                                      min_distance=min_distance, min_size=min_size, device=dev,
                                      tissue_only=region is None if tissue_only is None else tissue_only,
                                      cancel=cancel), on_progress, cancel)
-        try:
-            out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
-            _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp, max_id=labels.n_objects))
-        finally:
-            if labels.store is not None:
-                tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
-                shutil.rmtree(tmp, ignore_errors=True)
+        _write_labels(out, labels)
     summary.update(n=labels.n_objects, mpp=labels.mpp, mpp_source=labels.mpp_source, mpp_text=labels.mpp_text,
                    notes=list(labels.notes), shape=list(labels.labels.shape), tiles=labels.n_tiles,
                    seconds=round(time.perf_counter() - t0, 2))
@@ -216,7 +209,6 @@ def _segment_selftrain(image, out, *, model, config, save_model, region, channel
     from .engine.devices import pick_device
     from .engine.inference import infer
     from .io import open_image
-    from .io.writers import write_labels_ometiff
     from .methods.selftrain import (
         SelfTrainConfig,
         SelfTrainedSegmenter,
@@ -265,13 +257,7 @@ def _segment_selftrain(image, out, *, model, config, save_model, region, channel
         labels = run_job(infer(img, seg, region, mpp=mpp, cancel=cancel,
                                tissue_only=region is None if tissue_only is None else tissue_only),
                          on_progress, cancel)
-        try:
-            out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
-            _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp, max_id=labels.n_objects))
-        finally:
-            if labels.store is not None:
-                tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
-                shutil.rmtree(tmp, ignore_errors=True)
+        _write_labels(out, labels)
     summary.update(n=labels.n_objects, threshold=cfg.threshold, mpp=labels.mpp, mpp_source=labels.mpp_source,
                    mpp_text=labels.mpp_text, notes=list(labels.notes), shape=list(labels.labels.shape),
                    tiles=labels.n_tiles, tiles_skipped=labels.n_tiles_skipped,
@@ -349,7 +335,6 @@ def instances_file(image: str | os.PathLike, out: str | os.PathLike, *, model=No
     from .engine.devices import pick_device
     from .engine.inference import infer
     from .io import open_image
-    from .io.writers import write_labels_ometiff
 
     out = check_output(out, LABELS_SUFFIXES, [image])
     t0 = time.perf_counter()
@@ -366,14 +351,7 @@ def instances_file(image: str | os.PathLike, out: str | os.PathLike, *, model=No
         labels = run_job(infer(img, seg, region, mpp=mpp, cancel=cancel,
                                tissue_only=region is None if tissue_only is None else tissue_only),
                          on_progress, cancel)
-        try:
-            out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
-            _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp,
-                                                                 max_id=labels.n_objects))
-        finally:
-            if labels.store is not None:
-                tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
-                shutil.rmtree(tmp, ignore_errors=True)
+        _write_labels(out, labels)
     return {"image": str(image), "out": str(out), "model": getattr(seg, "name", str(model)), "n": labels.n_objects,
             "mpp": labels.mpp, "mpp_source": labels.mpp_source, "mpp_text": labels.mpp_text,
             "notes": list(labels.notes), "shape": list(labels.labels.shape), "tiles": labels.n_tiles,
@@ -462,6 +440,20 @@ def _last_losses(history) -> dict:
         if "step" in h:
             last.setdefault(stage, {})["step"] = int(h["step"])
     return {"final_losses": last} if last else {}
+
+
+def _write_labels(out: Path, labels) -> None:
+    """Write a LabelsResult as OME-TIFF (atomic, see :func:`_write_or_rescue`) at its µm/px, then
+    remove its temporary zarr store (whole-slide runs)."""
+    from .io.writers import write_labels_ometiff
+
+    try:
+        out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
+        _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp, max_id=labels.n_objects))
+    finally:
+        if labels.store is not None:
+            tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_or_rescue(out: Path, write: Callable[[Path], object]) -> None:
