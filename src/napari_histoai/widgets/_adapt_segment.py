@@ -11,7 +11,6 @@ from typing import Callable, Optional
 
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -23,9 +22,10 @@ from qtpy.QtWidgets import (
 
 from ..engine.geometry import polygons_bbox
 from ..errors import JobError
-from ..models import list_models, read_config
+from ..models import list_models
 from ._adapt_jobs import OUTPUT_KEY, instances_job, is_output
 from ._layers import image_source, placement, shapes_polygons, visible_region
+from ._model_folder import offer_model_folder
 from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, notify_error
 
@@ -110,19 +110,7 @@ class AdaptSegmentSection(QWidget):
 
     def use_model(self, folder: Optional[str] = None) -> Optional[str]:
         """Offer the adapted model in ``folder`` (asked for when None) and select it."""
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Adapted model (folder)")
-            if not folder:
-                return None
-        try:
-            read_config(folder, adapt_kind()[0])
-        except JobError as e:
-            notify_error(str(e))
-            return None
-        name = Path(folder).name
-        self._picked[name] = Path(folder)
-        self.refresh_models(select=name)
-        return name
+        return offer_model_folder(self, folder, adapt_kind()[0], "Adapted model (folder)", notify_error)
 
     def refresh_layers(self, *_a) -> None:
         from napari.layers import Image, Shapes

@@ -15,7 +15,6 @@ from typing import Callable, Optional
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -38,6 +37,7 @@ from ..methods.selftrain.job import segment_image_job
 from ..models import list_models, read_config
 from ._layers import placement
 from ._loss_plot import LossPlot
+from ._model_folder import offer_model_folder
 from ._runner import JobPanel, notify_error
 
 NEW_MODEL = "Train a new model on the image"
@@ -146,19 +146,7 @@ class SelfTrainSection(QWidget):
 
     def use_model(self, folder: Optional[str] = None) -> Optional[str]:
         """Offer the self-trained model in ``folder`` (asked for when None) and select it."""
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Self-trained segmenter (model folder)")
-            if not folder:
-                return None
-        try:
-            read_config(folder, KIND)
-        except JobError as e:
-            notify_error(str(e))
-            return None
-        name = Path(folder).name
-        self._picked[name] = Path(folder)
-        self.refresh_models(select=name)
-        return name
+        return offer_model_folder(self, folder, KIND, "Self-trained segmenter (model folder)", notify_error)
 
     def _saved(self) -> Optional[Path]:
         name = self.model_combo.currentText()

@@ -7,13 +7,11 @@ top-K patches behind the score (Previous / Next zoom to them). Numerics live in
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -28,7 +26,7 @@ from qtpy.QtWidgets import (
 from ..engine.devices import DEVICE_CHOICES
 from ..errors import JobError
 from ..methods.heatmap.model import KIND
-from ..models import list_models, on_models_changed, read_config
+from ..models import list_models, on_models_changed
 from ._heatmap_results import (
     drop_temporary_store,
     focus_box,
@@ -40,6 +38,7 @@ from ._heatmap_results import (
 from ._heatmap_sources import is_output
 from ._heatmap_train import HeatmapTrainSection
 from ._layers import image_source
+from ._model_folder import offer_model_folder
 from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, models_listener, notify_error
 
@@ -144,19 +143,7 @@ class HeatmapWidget(QWidget):
 
     def use_model(self, folder: Optional[str] = None) -> Optional[str]:
         """Offer the heatmap model in ``folder`` (asked for when None) and select it."""
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Heatmap model (folder)")
-            if not folder:
-                return None
-        try:
-            read_config(folder, KIND)
-        except JobError as e:
-            notify_error(str(e))
-            return None
-        name = Path(folder).name
-        self._picked[name] = Path(folder)
-        self.refresh_models(select=name)
-        return name
+        return offer_model_folder(self, folder, KIND, "Heatmap model (folder)", notify_error)
 
     def refresh_layers(self, *_a) -> None:
         from napari.layers import Image
