@@ -119,9 +119,9 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     from napari_histoai.models import read_config, resolve_model
 
     if read_config(resolve_model(path))["kind"] == "densemap-detector":
-        if lone or not stain or select_train:   # its threshold was already picked on the train hold-out
+        if lone or select_train:   # its threshold was already picked on the train hold-out
             return None
-        return bench_densemap(path, smoke=smoke, do_speed=do_speed, do_monuseg=do_monuseg, name=name)
+        return bench_densemap(path, smoke=smoke, do_speed=do_speed, do_monuseg=do_monuseg, name=name, stain=stain)
     det = load_acformer(path, device="cpu")
     if lone and not det.windowed:
         return None  # already on lone windows
@@ -169,12 +169,17 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
 
 
 def bench_densemap(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                   name: str | None = None) -> dict:
+                   name: str | None = None, stain: bool = True) -> dict | None:
     """The plain dense-map peer (U-Net centre maps); its threshold was picked on the train hold-out."""
     from napari_histoai.methods.detection.densemap import load_densemap
     from napari_histoai.models import read_config, resolve_model
 
     det = load_densemap(path, device="cpu")
+    if not stain:
+        if det.stain_target is None:
+            return None  # no stain matching anyway
+        det.stain_target = None
+        name = (name or f"dense-map U-Net peer ({Path(path).name})") + " (no stain matching)"
     cfg = read_config(resolve_model(path))
     tr = cfg.get("training", {})
     row = {"model": str(path), "name": name or f"dense-map U-Net peer ({Path(path).name})", "threshold": det.threshold,

@@ -28,6 +28,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="config override key=json")
+    ap.add_argument("--restamp", action="store_true",
+                    help="no training: give the saved model at --out the training stain target and re-pick its "
+                         "threshold on the selection split (for models saved before stain matching)")
     args = ap.parse_args()
 
     import torch
@@ -50,6 +53,11 @@ def main() -> int:
     cfg = DenseMapConfig(seed=args.seed, steps=args.steps, **over)
     items = load_folder(DATA / "train" / "images", DATA / "train" / "points", cfg.classes, 0.5, cfg.mpp)
     train, sel = selection_split(items)
+    from napari_histoai.methods.stain import mean_od_stats
+
+    stain = mean_od_stats([it.image for it in train]).round(5).tolist()
+    if args.restamp:
+        return restamp(args.out, stain, sel)
     t0 = time.time()
 
     def show(p):
@@ -59,6 +67,7 @@ def main() -> int:
 
     net = run_job(train_densemap_job(train, cfg, device="cpu", checkpoint_dir=args.out + ".ckpt"), show)
     secs = time.time() - t0
+    cfg.stain_target = stain
     det = DenseMapDetector(net, cfg)
     thr, grid = pick_threshold(det, sel, cfg.mpp)
     cfg.threshold = thr
@@ -68,6 +77,25 @@ def main() -> int:
         "steps": cfg.steps, "threads": args.threads, "command": " ".join(["python"] + sys.argv)})
     print(f"saved {args.out}: threshold {thr} (selection F_d, F_c {grid[str(thr)]}), {secs / 60:.1f} min",
           file=sys.stderr)
+    return 0
+
+
+def restamp(out: str, stain: list, sel) -> int:
+    """Add the stain target to a saved peer and re-pick its threshold (weights unchanged)."""
+    from napari_histoai.methods.detection.densemap import load_densemap, save_densemap
+    from napari_histoai.methods.detection.selection import pick_threshold
+    from napari_histoai.models import read_config, resolve_model
+
+    det = load_densemap(out)
+    training = read_config(resolve_model(out)).get("training", {})
+    det.config.stain_target = stain
+    det = type(det)(det.net, det.config)
+    thr, grid = pick_threshold(det, sel, det.config.mpp)
+    det.config.threshold = thr
+    training |= {"selection": grid, "restamped": "stain target added after training; threshold re-picked on the "
+                 "selection split: " + " ".join(["python"] + sys.argv)}
+    save_densemap(det.net, det.config, out, training=training)
+    print(f"restamped {out}: threshold {thr} (selection F_d, F_c {grid[str(thr)]})", file=sys.stderr)
     return 0
 
 

@@ -129,3 +129,29 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     straight = run_job(train_densemap_job(items, cfg, log_every=1))
     for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+@needs_data
+def test_stain_target_maps_a_restained_image_back_to_the_training_stain():
+    """The peer matches an image's stain to its training images' as AC-Former does: the engine's
+    prepare hook builds the mapping, and the network then sees tiles whose OD statistics are
+    the training ones, not the re-stained ones."""
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.stain import apply_lut, mean_od_stats, od_stats
+
+    cfg = DenseMapConfig(widths=(8, 16, 32, 64))
+    items = load_folder(CRC / "images", CRC / "points", cfg.classes)[:6]
+    cfg.stain_target = mean_od_stats([it.image for it in items]).tolist()
+    det = DenseMapDetector(DenseMapUNet(cfg.widths, 4), cfg)
+    od = -np.log((items[0].image.astype(np.float64) + 1) / 256)
+    restained = np.clip(256 * np.exp(-od * [1.6, 0.7, 1.2]) - 1, 0, 255).astype(np.uint8)
+    tissue = np.ones(restained.shape[:2], bool)
+    det.prepare(restained, tissue)
+    assert det.stain_lut is not None
+    target = np.asarray(cfg.stain_target)
+    before = np.abs(od_stats(restained) - target).sum()
+    after = np.abs(od_stats(apply_lut(restained, det.stain_lut)) - target).sum()
+    assert after < 0.3 * before
+    plain = DenseMapDetector(det.net, DenseMapConfig(widths=cfg.widths))
+    plain.prepare(restained, tissue)
+    assert plain.stain_lut is None                          # models saved without a target: no mapping

@@ -54,6 +54,8 @@ class DenseMapConfig:
     tile_size: int = 512
     overlap: int = 32
     seed: int = 0
+    stain_target: list = None           # [[mean OD R, G, B], [std OD R, G, B]] of the training images:
+    #                                     images are matched to it at inference (as AC-Former's)
 
     def to_dict(self) -> dict:
         return to_json(self)
@@ -139,6 +141,18 @@ class DenseMapDetector:
         self.merge_radius = float(config.min_distance)
         self.device = torch.device(device)
         self.batch_size = 4
+        target = config.stain_target
+        self.stain_target = None if target is None else np.asarray(target, np.float64)
+        self.stain_lut = None
+
+    def prepare(self, thumbnail: np.ndarray, tissue: np.ndarray) -> None:
+        """Engine hook, once per image or slide: match its stain (OD statistics of the tissue in
+        its thumbnail) to the training images' (no-op without a stain target)."""
+        from ..stain import od_lut, od_stats
+
+        self.stain_lut = None
+        if self.stain_target is not None:
+            self.stain_lut = od_lut(od_stats(thumbnail, tissue), self.stain_target)
 
     def maps(self, tiles: Sequence[np.ndarray]) -> list:
         """RGB uint8 tiles -> per tile (centre probability [h, w], class probabilities [K, h, w])."""
@@ -146,9 +160,13 @@ class DenseMapDetector:
 
         from .predict import _to_batch
 
+        from ..stain import apply_lut
+
         out = []
         for i in range(0, len(tiles), self.batch_size):
             chunk = tiles[i:i + self.batch_size]
+            if self.stain_lut is not None:
+                chunk = [apply_lut(np.asarray(t), self.stain_lut) for t in chunk]
             x, sizes = _to_batch(chunk, 8, self.device)
             with torch.inference_mode():
                 y = self.net(x).float()
@@ -171,6 +189,8 @@ class DenseMapDetector:
 
 
 CHECKPOINT_EVERY = 250
+# settings that change inference only: left out of the resume key, so setting them never restarts training
+INFERENCE_ONLY = ("threshold", "stain_target", "peak_radius", "min_distance", "tile_size", "overlap")
 
 
 def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: Optional[CancelFlag] = None,
@@ -196,7 +216,8 @@ def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: O
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     weights = np.array([max(1, len(it.points)) for it in items], np.float64)
     weights /= weights.sum()
-    folder = stage_dir(checkpoint_dir, "densemap", config.to_dict() | {"data": sorted(it.name for it in items)})
+    key = {k: v for k, v in config.to_dict().items() if k not in INFERENCE_ONLY}
+    folder = stage_dir(checkpoint_dir, "densemap", key | {"data": sorted(it.name for it in items)})
     meta = load_state(folder, {"net": net}, {"adamw": opt}, rng)
     start = int(meta["step"]) if meta else 0
     with warnings.catch_warnings():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 __all__ = ["GRID", "selection_split", "pick_threshold"]
 
-GRID = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
+GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 
 
 def selection_split(items: list) -> tuple[list, list]:
