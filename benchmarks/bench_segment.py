@@ -82,7 +82,7 @@ def summary(done: dict) -> str:
     groups = {}
     for name in rows:
         groups.setdefault(name.split(" [seed")[0], []).append(name)
-    for g, names in groups.items():
+    for g, names in sorted(groups.items(), key=lambda kv: "previous" in kv[0]):   # earlier defaults last
         ds = [med(rows[n], "dice") for n in names]
         aj = [med(rows[n], "aji") for n in names]
         wins, n_t, awins, n_a = 0, 0, 0, 0

@@ -54,3 +54,24 @@ def test_detector_finds_the_same_nuclei_on_a_restained_image(data_dir, one_torch
     assert len(ref) > 100
     assert agreement(ref, matched) >= 0.8
     assert agreement(ref, matched) > agreement(ref, raw) + 0.1
+
+
+def test_macenko_recovers_the_stain_vectors_an_image_was_made_with():
+    """An image mixed from two known OD vectors (hematoxylin bluish: more red OD) gives them back,
+    H first, and the concentrations it was made from."""
+    from napari_histoai.methods.stain import macenko_vectors, stain_concentrations
+
+    v = np.array([[0.60, 0.72, 0.35], [0.15, 0.85, 0.50]]).T
+    v /= np.linalg.norm(v, axis=0)
+    rng = np.random.default_rng(0)
+    conc = np.stack([rng.gamma(2.0, 0.3, (120, 120)), rng.gamma(2.0, 0.3, (120, 120))], -1)
+    conc[:10] = 0                                               # a strip of white background
+    rgb = np.clip(np.round(256 * np.exp(-(conc @ v.T)) - 1), 0, 255).astype(np.uint8)
+    got = macenko_vectors(rgb)
+    assert got.shape == (3, 2)
+    cos = (got * v).sum(0)
+    assert cos.min() > 0.99, cos                                # both directions, in H, E order
+    c = stain_concentrations(rgb, got)
+    inside = (rgb[10:] < 250).all(-1)                           # unclipped pixels
+    assert np.corrcoef(c[10:, :, 0][inside], conc[10:, :, 0][inside])[0, 1] > 0.95
+    assert np.abs(c[:10]).max() < 0.05                          # background: no stain

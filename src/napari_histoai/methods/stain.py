@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["od_stats", "od_lut", "apply_lut", "slide_od_stats", "mean_od_stats"]
+__all__ = ["od_stats", "od_lut", "apply_lut", "slide_od_stats", "mean_od_stats", "macenko_vectors",
+           "stain_concentrations"]
 
 
 def _od(values: np.ndarray) -> np.ndarray:
@@ -69,3 +70,34 @@ def slide_od_stats(slide, max_side: int = 1024) -> np.ndarray:
 
     small, _ = thumbnail(slide, max_side)
     return od_stats(small, tissue_mask_from_rgb(small))
+
+
+def macenko_vectors(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0) -> np.ndarray:
+    """The image's own hematoxylin and eosin OD vectors [3, 2] (columns H, E; unit length), by
+    Macenko et al. (ISBI 2009): the plane of the two largest OD principal components of stained
+    pixels (OD > ``beta`` in every channel), its extreme angles at the ``alpha`` / 100 - ``alpha``
+    percentiles; H is the vector with the larger red OD. Falls back to Ruifrok & Johnston's
+    vectors when fewer than 100 pixels are stained."""
+    od = _od(np.asarray(rgb)[..., :3].reshape(-1, 3))
+    od = od[(od > beta).all(1)]
+    if len(od) < 100:
+        from skimage.color import hed_from_rgb
+
+        v = np.linalg.inv(hed_from_rgb)[:2].T
+        return v / np.linalg.norm(v, axis=0)
+    _, vecs = np.linalg.eigh(np.cov(od.T))
+    plane = vecs[:, [1, 2]] * np.where(vecs[0, [1, 2]] < 0, -1, 1)
+    proj = od @ plane
+    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    lo, hi = np.percentile(phi, [alpha, 100 - alpha])
+    a, b = plane @ [np.cos(lo), np.sin(lo)], plane @ [np.cos(hi), np.sin(hi)]
+    return np.stack([a, b] if a[0] > b[0] else [b, a], 1)
+
+
+def stain_concentrations(rgb: np.ndarray, vectors: np.ndarray | None = None) -> np.ndarray:
+    """Hematoxylin and eosin amounts [H, W, 2] float32 of RGB uint8 ``rgb`` [H, W, >=3] by least
+    squares on the OD vectors [3, 2] (default: the image's own, :func:`macenko_vectors`)."""
+    rgb = np.asarray(rgb)[..., :3]
+    v = macenko_vectors(rgb) if vectors is None else np.asarray(vectors, np.float64)
+    c = _od(rgb.reshape(-1, 3)) @ np.linalg.pinv(v).T
+    return c.reshape(*rgb.shape[:2], 2).astype(np.float32)

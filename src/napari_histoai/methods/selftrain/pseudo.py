@@ -1,6 +1,7 @@
 """Pseudo labels from the hematoxylin prior, at the working resolution.
 
-Smoothed hematoxylin optical density (``rgb2hed``) above Otsu's threshold, holes filled and
+Smoothed hematoxylin amount (by the image's own stain vectors, Macenko; or the fixed Ruifrok
+vectors of ``rgb2hed``) above Otsu's threshold, holes filled and
 opened, is split into instances by a distance-transform watershed (the baseline a user gets
 from scikit-image). The network learns from it with two kinds of pixels left out: background
 that is nearly as dark as the threshold, and faint rims of nuclei: the prior's least certain
@@ -31,9 +32,20 @@ class PseudoLabels:
 
 
 def _smoothed_h(rgb: np.ndarray, cfg: SelfTrainConfig) -> np.ndarray:
-    from ..classical import hematoxylin
+    """The nuclear signal [H, W] float32: hematoxylin minus ``eosin_weight`` x eosin, by the fixed
+    (Ruifrok) or the image's own (Macenko) stain vectors, smoothed ``smooth_um``."""
+    if cfg.stain == "image":
+        from ..stain import stain_concentrations
 
-    return ndi.gaussian_filter(hematoxylin(rgb), cfg.px(cfg.smooth_um))
+        c = stain_concentrations(rgb)
+        h, e = c[..., 0], c[..., 1]
+    else:
+        from skimage.color import rgb2hed
+
+        hed = rgb2hed(np.asarray(rgb)[..., :3]).astype(np.float32)
+        h, e = np.clip(hed[..., 0], 0, None), np.clip(hed[..., 1], 0, None)
+    sig = np.clip(h - cfg.eosin_weight * e, 0, None) if cfg.eosin_weight else h
+    return ndi.gaussian_filter(sig.astype(np.float32), cfg.px(cfg.smooth_um))
 
 
 def prior_mask(rgb: np.ndarray, cfg: SelfTrainConfig) -> tuple[np.ndarray, np.ndarray, float]:
