@@ -93,7 +93,7 @@ def test_em_rounds_save_a_model_and_cancel_saves_nothing(tmp_path):
     torch.set_num_threads(2)
     tiny_model()
     it, _ = item(CLASSES)
-    m = MixedConfig(rounds=2, steps=3, T=0.0, pseudo_floor=0.0, val_fraction=0.3, views="crop", holdout_block=48)
+    m = MixedConfig(rounds=2, steps=3, pseudo=True, T=0.0, pseudo_floor=0.0, val_fraction=0.3, views="crop", holdout_block=48)
     seen = []
     res = run_job(mixed_train_job("tiny-start", [it], tmp_path / "m1", m, seed=0), seen.append)
     losses = [p.info["loss"] for p in seen if "loss" in p.info]
@@ -144,3 +144,15 @@ def test_cli_trains_on_a_project_folder(tmp_path, capsys):
     assert main(["train-detector", "--project", str(tmp_path / "nope"), "--out", "x"]) == 2
     assert main(args[:4] + ["bad name!"] + args[5:]) == 2
     assert main(args[:4] + ["other"] + args[5:12] + ["2:1"] + args[13:]) == 2  # a bad --mix-ratio
+
+
+def test_default_trains_on_corrections_without_pseudo_labels(tmp_path):
+    """The default (the dock's and the CLI's) is what the simulated user measured best: the
+    reviewed points and no-target regions only; no pseudo labels from the start model."""
+    torch.set_num_threads(2)
+    tiny_model()
+    it, _ = item(CLASSES)
+    m = MixedConfig(rounds=1, steps=2, val_fraction=0.3, views="crop", holdout_block=48)
+    assert not m.pseudo and m.global_loss is False
+    res = run_job(mixed_train_job("tiny-start", [it], tmp_path / "m0", m, seed=0))
+    assert res["rounds"][0]["pseudo"] == {}

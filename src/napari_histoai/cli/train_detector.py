@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, help="append per-step JSON lines to this file")
     p.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
     g = p.add_argument_group("fine-tuning on correction projects (mixed supervision)",
-                             "--out, --steps (per EM round, default 60), --views, --global-loss, --fusestyle and "
+                             "--out, --steps (per EM round, default 250), --views, --global-loss, --fusestyle and "
                              "--lr (default 1e-4) apply too; --images/--points are not used")
     g.add_argument("--project", nargs="+", metavar="DIR",
                    help="project folders <image>.histoai (or the images) made with the 'Correct nuclei' dock")
@@ -55,7 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="T: pseudo patches whose best score is below T are dropped (default: the model's score threshold)")
     g.add_argument("--pseudo-v", type=positive_float, default=4.0, help="V: pseudo weight = clip(score * V, 0, 1)")
     g.add_argument("--mix-ratio", default="2:1:1", help="R: fine:pseudo:negative crops per batch (paper 2:1:7)")
-    g.add_argument("--no-pseudo", action="store_true", help="fine labels (and no-target regions) only")
+    g.add_argument("--pseudo", action="store_true",
+                   help="also pseudo labels from the start model outside reviewed regions (off by default: "
+                        "on the simulated user they cost F_c)")
+    g.add_argument("--no-pseudo", action="store_true", help="fine labels (and no-target regions) only: the default")
     g.add_argument("--budget-seconds", type=nonnegative_float, default=0.0, help="CPU-time budget for the whole run (0 = none)")
     g.add_argument("--val-fraction", type=fraction_below_one, default=0.2, help="part of the reviewed regions held out for validation")
     return p
@@ -139,7 +142,7 @@ def run_project(args) -> int:
         start = default_detector()
     onoff = {None: None, "on": True, "off": False}
     m = mixed_config(ratio=args.mix_ratio, rounds=args.rounds, steps=args.steps, T=args.pseudo_t, V=args.pseudo_v,
-                     pseudo=not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
+                     pseudo=args.pseudo and not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
                      lr=args.lr, views=args.views, global_loss=onoff[args.global_loss], fusestyle=onoff[args.fusestyle])
     extra = {"command": " ".join(["histoai"] + sys.argv[1:]), "projects": [str(p.root) for p in projects]}
     job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra,
