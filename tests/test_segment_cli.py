@@ -26,15 +26,15 @@ def _err_lines(capsys) -> list[str]:
 
 def test_default_method_trains_saves_and_reuses(sample_path, tmp_path, capsys):
     out, model = tmp_path / "labels.ome.tif", tmp_path / "mine"
-    assert main(["segment", str(sample_path), "--out", str(out), "--steps", "20", "--region", REGION,
+    assert main(["segment", str(sample_path), "--out", str(out), "--steps", "60", "--region", REGION,
                  "--device", "cpu", "--save-model", str(model)]) == 0
     err = "\n".join(_err_lines(capsys))
-    assert "self-trained U-Net, 20 steps" in err and f"model saved to {model}" in err
+    assert "self-trained U-Net, 60 steps" in err and f"model saved to {model}" in err
     lab = tifffile.imread(out)
     assert lab.shape == (256, 256) and lab.dtype in (np.uint16, np.uint32)
     assert 20 < len(np.unique(lab)) - 1 == lab.max()
     cfg = json.loads((model / "config.json").read_text())
-    assert cfg["kind"] == "selftrain-segmenter" and cfg["architecture"]["steps"] == 20
+    assert cfg["kind"] == "selftrain-segmenter" and cfg["architecture"]["steps"] == 60
 
     # the saved model is applied without training: the same labels, faster
     out2 = tmp_path / "again.tif"
