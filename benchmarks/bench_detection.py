@@ -195,6 +195,9 @@ def bench_densemap(path: str, smoke: bool = False, do_speed: bool = True, do_mon
     return row
 
 
+VARIANT_SUFFIXES = ("(no stain matching)", "(lone windows)", "(threshold on train hold-out)")
+
+
 def seed_summary(rows: list[dict], groups: dict) -> str:
     """Median and range over seeds: ``groups`` {row name: [model paths]}."""
     lines = ["| row | seeds | F_d median (range) | mean F_c median (range) | MoNuSeg F_d median (range) |",
@@ -206,7 +209,7 @@ def seed_summary(rows: list[dict], groups: dict) -> str:
             return "–"
         return f"{np.median(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})"
     for gname, paths in groups.items():
-        rs = [r for r in rows if r["model"] in paths]
+        rs = [r for r in rows if r["model"] in paths and not r["name"].endswith(VARIANT_SUFFIXES)]
         lines.append(f"| {gname} | {len(rs)} | {mr([r['crchisto_val']['f_d'] for r in rs])} | "
                      f"{mr([r['crchisto_val']['mean_f_c'] for r in rs])} | {mr([r.get('monuseg_fd') for r in rs])} |")
     return "\n".join(lines)

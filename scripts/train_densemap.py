@@ -60,13 +60,16 @@ def main() -> int:
         return restamp(args.out, stain, sel)
     t0 = time.time()
 
+    seen = {}
+
     def show(p):
         i = p.info
+        seen.update(i)
         print(f"step {p.done}/{p.total} loss {i['loss']:.3f} heat {i['heat']:.3f} class {i['class']:.3f} "
               f"{time.time() - t0:.0f}s", file=sys.stderr, flush=True)
 
     net = run_job(train_densemap_job(train, cfg, device="cpu", checkpoint_dir=args.out + ".ckpt"), show)
-    secs = time.time() - t0
+    secs = float(seen.get("seconds", time.time() - t0))     # across resumed runs
     cfg.stain_target = stain
     det = DenseMapDetector(net, cfg)
     thr, grid = pick_threshold(det, sel, cfg.mpp)

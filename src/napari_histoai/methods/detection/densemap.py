@@ -197,7 +197,8 @@ def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: O
                        log_every: int = 50, checkpoint_dir=None):
     """Train a dense-map U-Net on ``items`` (detection.data.PointImage at ``config.mpp``): AdamW,
     one-cycle learning rate, random crops with flips / turns / colour jitter. A job: yields
-    Progress with info {"loss", "heat", "class"}; returns the network (eval mode). With
+    Progress with info {"loss", "heat", "class", "seconds" (of training, across resumed runs)};
+    returns the network (eval mode). With
     ``checkpoint_dir`` the state is saved every ``CHECKPOINT_EVERY`` steps and a rerun with the
     same config and data resumes there."""
     import torch
@@ -220,6 +221,7 @@ def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: O
     folder = stage_dir(checkpoint_dir, "densemap", key | {"data": sorted(it.name for it in items)})
     meta = load_state(folder, {"net": net}, {"adamw": opt}, rng)
     start = int(meta["step"]) if meta else 0
+    before = float(meta.get("seconds", 0.0)) if meta else 0.0    # training time of earlier runs (resumed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # replaying the schedule, not stepping before the optimiser
         for _ in range(start):
@@ -250,10 +252,11 @@ def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: O
         for k, v in (("loss", loss), ("heat", l_heat), ("class", l_cls)):
             run[k] = 0.98 * run[k] + 0.02 * float(v.detach()) if step > start else float(v.detach())
         if (step + 1) % CHECKPOINT_EVERY == 0:
-            save_state(folder, {"net": net}, {"adamw": opt}, {"step": step + 1}, rng)
+            save_state(folder, {"net": net}, {"adamw": opt},
+                       {"step": step + 1, "seconds": before + time.perf_counter() - t0}, rng)
         if step % log_every == 0 or step == config.steps - 1:
             yield Progress(step + 1, config.steps, f"dense-map step {step + 1}/{config.steps}",
-                           {**run, "seconds": time.perf_counter() - t0})
+                           {**run, "seconds": before + time.perf_counter() - t0})
     return net.eval()
 
 
