@@ -247,7 +247,9 @@ def main() -> None:
 
     from napari_histoai.devdata.synthetic_nuclei import CLASSES, synthetic_nuclei
     from napari_histoai.io.point_store import PointStore
+    from napari_histoai.widgets import _lod
 
+    load_start = os.getloadavg()
     store_path = SCRATCH / "wholeslide" / "nuclei.points"
     t0 = time.perf_counter()
     yx, cls, sc = synthetic_nuclei(a.n, SHAPE)
@@ -295,14 +297,18 @@ def main() -> None:
              "correction in store"]
     md = table(heads, [row("nuclei store, level of detail", lod, lod["n"]),
                        row("plain Points layer", plain, plain["n"] if plain else a.plain_n)])
+    load_end = os.getloadavg()
     note = (f"\nSynthetic 100k x 100k slide at 0.5 µm/px; store written in {t_write:.1f} s "
             f"(nuclei generated in {t_gen:.1f} s); {os.cpu_count()} CPU cores, Xvfb (software OpenGL), "
-            f"machine load {os.getloadavg()[0]:.1f}. Targets: open < 2 s, stall p95 < 100 ms, RSS < 2 GB, "
+            f"machine load (1-min average) {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end. "
+            f"Level of detail: points when the view holds <= {_lod.VISIBLE_MAX:,} nuclei, at most "
+            f"{_lod.LOAD_MAX:,} loaded ({lod.get('loaded_points', 0):,} at the correction, 1/60 width). Targets: open < 2 s, stall p95 < 100 ms, RSS < 2 GB, "
             "correction in the store < 2 s and kept after kill -9.")
     print(md + "\n" + note)
     save("wholeslide", {"n": a.n, "plain_n": a.plain_n, "store_write_s": t_write, "generate_s": t_gen,
                         "lod": lod, "plain": plain, "survived_kill9": survived,
-                        "load": os.getloadavg(), "cores": os.cpu_count(),
+                        "load": load_end, "load_start": load_start, "cores": os.cpu_count(),
+                        "lod_settings": {"visible_max": _lod.VISIBLE_MAX, "load_max": _lod.LOAD_MAX},
                         "p95": {"lod": _p95([v for st in lod["stall_ms"].values() for v in st]),
                                 "plain": _p95([v for st in plain["stall_ms"].values() for v in st]) if plain else None},
                         "stderr_plain_tail": r.stderr[-2000:] if plain is None else ""}, md + "\n" + note)

@@ -83,7 +83,9 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, method: Op
     type, else selftrain. ``min_distance`` (px between the centres of split nuclei) and
     ``min_size`` (px): None = the method's defaults; ``channel`` and a ``threshold`` of "auto"
     are the contrastive segmenter's only. Labels stream through a zarr store on disk for whole
-    slides. Returns {image, out, method, n, mpp, mpp_source, notes, trained, seconds, ...}."""
+    slides, and then also go to a labels pyramid for viewing next to ``out``
+    (``<name>.pyramid.zarr``, :mod:`~napari_histoai.io.label_pyramid`). Returns {image, out,
+    method, n, mpp, mpp_source, notes, trained, seconds, pyramid (its path or None), ...}."""
     method = segment_method(method, model, config)
     if method == "selftrain":
         return _segment_selftrain(image, out, model=model, config=config, save_model=save_model, region=region,
@@ -126,8 +128,9 @@ def segment_file(image: str | os.PathLike, out: str | os.PathLike, *, method: Op
                                      min_distance=min_distance, min_size=min_size, device=dev,
                                      tissue_only=region is None if tissue_only is None else tissue_only,
                                      cancel=cancel), on_progress, cancel)
-        _write_labels(out, labels)
+        pyramid = _write_labels(out, labels)
     summary.update(n=labels.n_objects, mpp=labels.mpp, mpp_source=labels.mpp_source, mpp_text=labels.mpp_text,
+                   pyramid=None if pyramid is None else str(pyramid),
                    notes=list(labels.notes), shape=list(labels.labels.shape), tiles=labels.n_tiles,
                    seconds=round(time.perf_counter() - t0, 2))
     return summary
@@ -257,8 +260,9 @@ def _segment_selftrain(image, out, *, model, config, save_model, region, channel
         labels = run_job(infer(img, seg, region, mpp=mpp, cancel=cancel,
                                tissue_only=region is None if tissue_only is None else tissue_only),
                          on_progress, cancel)
-        _write_labels(out, labels)
+        pyramid = _write_labels(out, labels)
     summary.update(n=labels.n_objects, threshold=cfg.threshold, mpp=labels.mpp, mpp_source=labels.mpp_source,
+                   pyramid=None if pyramid is None else str(pyramid),
                    mpp_text=labels.mpp_text, notes=list(labels.notes), shape=list(labels.labels.shape),
                    tiles=labels.n_tiles, tiles_skipped=labels.n_tiles_skipped,
                    seconds=round(time.perf_counter() - t0, 2))
@@ -329,9 +333,10 @@ def instances_file(image: str | os.PathLike, out: str | os.PathLike, *, model=No
     """Nuclei instances of ``image`` with a CyC-PDAM adapted segmenter (``model``: a name, a
     folder, or a loaded model; None = the bundled one), written to ``out`` (tiled OME-TIFF,
     uint16 or uint32 ids, pixel size = the label grid's). Whole images are processed tissue
-    only, a ``region`` entirely. Labels stream through a zarr store on disk for whole slides.
-    Returns {image, out, model, n, mpp, mpp_source, mpp_text, notes, shape, tiles, tiles_skipped,
-    seconds}."""
+    only, a ``region`` entirely. Labels stream through a zarr store on disk for whole slides (and
+    then also go to a labels pyramid for viewing, ``<name>.pyramid.zarr`` next to ``out``).
+    Returns {image, out, model, n, pyramid, mpp, mpp_source, mpp_text, notes, shape, tiles,
+    tiles_skipped, seconds}."""
     from .engine.devices import pick_device
     from .engine.inference import infer
     from .io import open_image
@@ -351,8 +356,9 @@ def instances_file(image: str | os.PathLike, out: str | os.PathLike, *, model=No
         labels = run_job(infer(img, seg, region, mpp=mpp, cancel=cancel,
                                tissue_only=region is None if tissue_only is None else tissue_only),
                          on_progress, cancel)
-        _write_labels(out, labels)
+        pyramid = _write_labels(out, labels)
     return {"image": str(image), "out": str(out), "model": getattr(seg, "name", str(model)), "n": labels.n_objects,
+            "pyramid": None if pyramid is None else str(pyramid),
             "mpp": labels.mpp, "mpp_source": labels.mpp_source, "mpp_text": labels.mpp_text,
             "notes": list(labels.notes), "shape": list(labels.labels.shape), "tiles": labels.n_tiles,
             "tiles_skipped": labels.n_tiles_skipped, "seconds": round(time.perf_counter() - t0, 2)}
@@ -442,18 +448,31 @@ def _last_losses(history) -> dict:
     return {"final_losses": last} if last else {}
 
 
-def _write_labels(out: Path, labels) -> None:
+def _write_labels(out: Path, labels) -> Optional[Path]:
     """Write a LabelsResult as OME-TIFF (atomic, see :func:`_write_or_rescue`) at its µm/px, then
-    remove its temporary zarr store (whole-slide runs)."""
+    remove its temporary zarr store (whole-slide runs). Whole-slide labels (streamed, longest side
+    over ``io.label_pyramid.PYRAMID_MIN_SIDE``) also get a labels pyramid for viewing next to
+    ``out`` (``<name>.pyramid.zarr``, read from the store before it goes); returns its path, or
+    None. A pyramid that cannot be written is a note in ``labels.notes``: the OME-TIFF stands."""
+    from .io.label_pyramid import needs_pyramid, pyramid_path_for, write_label_pyramid
     from .io.writers import write_labels_ometiff
 
+    pyramid = None
     try:
         out_mpp = None if labels.mpp is None else labels.mpp * labels.downsample
         _write_or_rescue(out, lambda p: write_labels_ometiff(p, labels.labels, mpp=out_mpp, max_id=labels.n_objects))
+        if labels.store is not None and needs_pyramid(labels.labels.shape):
+            try:
+                pyramid = write_label_pyramid(pyramid_path_for(out), labels.labels, mpp=out_mpp, origin=labels.origin,
+                                              downsample=labels.downsample)
+                labels.notes.append(f"for viewing, a labels pyramid was written to {pyramid}")
+            except (OSError, JobError) as e:
+                labels.notes.append(f"no labels pyramid for viewing was written ({e}); {out.name} is complete")
     finally:
         if labels.store is not None:
             tmp = labels.store.parent if labels.store.parent.name.startswith("histoai-") else labels.store
             shutil.rmtree(tmp, ignore_errors=True)
+    return pyramid
 
 
 def _write_or_rescue(out: Path, write: Callable[[Path], object]) -> None:

@@ -35,10 +35,10 @@ from ..methods.selftrain import (
 )
 from ..methods.selftrain.job import segment_image_job
 from ..models import list_models, read_config
-from ._layers import placement
 from ._loss_plot import LossPlot
 from ._model_folder import offer_model_folder
 from ._runner import JobPanel, notify_error
+from ._segment_labels import add_labels_result, with_label_pyramid
 
 NEW_MODEL = "Train a new model on the image"
 LOSS_KEYS = ("loss", "fg", "dist")
@@ -196,7 +196,7 @@ class SelfTrainSection(QWidget):
         self.summary.setText("")
         self._pending = {"layer": layer, "region": region, "trained": folder is None,
                          "model": None if folder is None else folder.name}
-        return self.panel.run(job, on_done=self._done, on_progress=self._progress,
+        return self.panel.run(with_label_pyramid(job, self._pending), on_done=self._done, on_progress=self._progress,
                               on_cancel=self._reenable, on_error=lambda _m: self._reenable())
 
     def _reenable(self) -> None:
@@ -215,8 +215,8 @@ class SelfTrainSection(QWidget):
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
             self.viewer.layers.remove(self.labels_layer)
         md = {self._output_key: True, "histoai_store": None if result.store is None else str(result.store)}
-        self.labels_layer = self.viewer.add_labels(result.labels, name=f"nuclei labels ({layer.name})", metadata=md,
-                                                   **placement(layer, result.origin, result.downsample))
+        self.labels_layer = add_labels_result(self.viewer, result, layer, f"nuclei labels ({layer.name})", md,
+                                              pyramid=pend.get("pyramid"))
         if pend["trained"]:
             self._trained_on = {"source": "napari dock", "image": layer.name,
                                 "region": None if pend["region"] is None else [float(v) for v in pend["region"]]}

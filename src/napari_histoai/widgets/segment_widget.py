@@ -52,6 +52,7 @@ from ._layers import (
 )
 from ._pixel_size import PixelSizeRow
 from ._runner import JobPanel, models_listener, notify_error
+from ._segment_labels import add_labels_result, with_label_pyramid
 from ._segment_selftrain import SelfTrainSection
 
 REGION_WHOLE = "Whole image"
@@ -380,18 +381,18 @@ class SegmentWidget(QWidget):
             notify_error(str(e))
             return None
         self.labels_btn.setEnabled(False)
+        found: dict = {}
 
         def done(result):
             if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.labels_layer)
             md = {"histoai_segmenter_output": True, "histoai_store": None if result.store is None else str(result.store)}
-            self.labels_layer = self.viewer.add_labels(
-                result.labels, name=f"nuclei labels ({layer.name})", metadata=md,
-                **placement(layer, result.origin, result.downsample))
+            self.labels_layer = add_labels_result(self.viewer, result, layer, f"nuclei labels ({layer.name})", md,
+                                                  pyramid=found.get("pyramid"))
             self.summary.setText(f"{result.n_objects} nuclei at {result.mpp_text}")
             self._enable_model_buttons()
 
-        return self.panel.run(job, on_done=done, on_cancel=self._enable_model_buttons,
+        return self.panel.run(with_label_pyramid(job, found), on_done=done, on_cancel=self._enable_model_buttons,
                               on_error=lambda _m: self._enable_model_buttons())
 
     # ------------------------------------------------------------------ models
