@@ -49,7 +49,8 @@ def test_parameter_counts_match_the_paper():
     assert n_params(feat) == 3530  # "about 3.4k" (81 -> 32 head on a 9x9 single-channel map)
     assert abs(n_params(net) + n_params(feat) - 10.8e3) < 200
     x = torch.rand(2, 3, 64, 64)
-    c = net(x)
+    with torch.no_grad():
+        c = net(x)
     assert c.shape == (2, 4, 64, 64) and float(c.min()) > 0 and float(c.max()) < 1
     assert Featuriser()(torch.rand(5, 3, 50, 50)).shape == (5, 32)
     assert Featuriser()(torch.rand(5, 3, 30, 30)).shape == (5, 32)
@@ -126,7 +127,7 @@ def test_loss_falls_on_a_real_crop(similarity):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.isfinite(losses).all()
     assert losses[-1] < losses[0]
     assert set(parts) == {"intra", "inter"}
