@@ -111,10 +111,12 @@ def pick_threshold(detector, val_items) -> float:
 
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
                 select: bool = False, name: str | None = None, lone: bool = False, stain: bool = True,
-                select_train: bool = False) -> dict:
+                select_train: bool = False, queries_only: bool = False) -> dict:
     """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
     128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
-    network on lone windows (no shared backbone pass), otherwise as its config says."""
+    network on lone windows (no shared backbone pass), otherwise as its config says;
+    ``queries_only``: a model with a dense head scored without it (transformer points only,
+    threshold re-picked on the train hold-out)."""
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.models import read_config, resolve_model
 
@@ -125,6 +127,12 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     det = load_acformer(path, device="cpu")
     if lone and not det.windowed:
         return None  # already on lone windows
+    if queries_only:
+        if det.model.dense_head is None:
+            return None
+        det.cfg = det.cfg.replace(dense_mix=0.0)
+        select_train = True
+        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (queries only)"
     if lone:
         det.windowed = False
         det.set_window(det.window, det.window_overlap)
@@ -195,7 +203,7 @@ def bench_densemap(path: str, smoke: bool = False, do_speed: bool = True, do_mon
     return row
 
 
-VARIANT_SUFFIXES = ("(no stain matching)", "(lone windows)", "(threshold on train hold-out)")
+VARIANT_SUFFIXES = ("(no stain matching)", "(lone windows)", "(threshold on train hold-out)", "(queries only)")
 
 
 def seed_summary(rows: list[dict], groups: dict) -> str:
@@ -306,6 +314,8 @@ def main() -> int:
     ap.add_argument("--select-train", action="store_true",
                     help="also score AC-Former models at a threshold picked on the train hold-out (every 7th "
                          "train tile, scripts/train_densemap.py) instead of val")
+    ap.add_argument("--queries-only-row", action="store_true",
+                    help="also score models with a dense head on their transformer points alone")
     ap.add_argument("--group", action="append", default=[], metavar="NAME=M1,M2,M3",
                     help="seeds of one row: print the median and range over these model folders")
     args = ap.parse_args()
@@ -326,6 +336,9 @@ def main() -> int:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
         if args.select_train:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, select_train=True))]
+        if args.queries_only_row:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed,
+                                                            queries_only=True))]
         if args.no_stain_row:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, stain=False))]
     from napari_histoai.methods.detection.registry import load_detector

@@ -45,23 +45,39 @@ def train(args) -> int:
     if args.steps and "global_warmup" not in over:
         # keep the compact schedule's proportions: global loss from step 1000 of 1600 (after the lr drop)
         over["global_warmup"] = int(round(args.steps * 1000 / 1600))
-    cfg = get_config(args.config, **over)
+    if args.init_from:  # continue from a model: its configuration (inference settings included) + overrides
+        from napari_histoai.methods.detection.configs import ACFormerConfig
+        from napari_histoai.models import read_config, resolve_model
+
+        cfg = ACFormerConfig.from_dict(read_config(resolve_model(args.init_from))["architecture"]).replace(**over)
+    else:
+        cfg = get_config(args.config, **over)
     tr = load_folder(DATA / "train" / "images", DATA / "train" / "points", cfg.classes, 0.5, cfg.mpp)
-    va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
-    extra = {"training": {"data": "CRCHistoPhenotypes train (70 tiles), val (10 tiles) for selection",
-                          "command": " ".join(["python"] + sys.argv), "config_name": args.config}}
+    if args.select_holdout:
+        from napari_histoai.methods.detection.selection import selection_split
+
+        va = selection_split(tr)[1]
+        data = "CRCHistoPhenotypes train (70 tiles); checkpoints selected on its 10-tile hold-out (every 7th by name)"
+    else:
+        va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
+        data = "CRCHistoPhenotypes train (70 tiles), val (10 tiles) for selection"
+    extra = {"training": {"data": data, "command": " ".join(["python"] + sys.argv), "config_name": args.config,
+                          **({"init_from": args.init_from} if args.init_from else {})}}
     t0 = time.time()
 
     def show(p):
         if p.done % 10 == 0 or "val" in p.info:
             i = p.info
             msg = f"step {p.done}/{p.total} loss {i['loss']:.3f} cls {i['class']:.3f} pt {i['point']:.3f} {time.time() - t0:.0f}s"
+            if "dense" in i:
+                msg += f" dense {i['dense']:.3f}"
             if "val" in i and i["val"]:
                 msg += " val " + json.dumps({k: [round(v['f_d'], 3), round(v['mean_f_c'], 3)] for k, v in i["val"].items()})
             print(msg, flush=True)
 
     run_job(train_job(cfg, tr, args.out, val=va, device="cpu", seed=args.seed, resume=True,
-                      ckpt_every=50, eval_every=args.eval_every, log_path=args.log, extra_config=extra), show)
+                      ckpt_every=50, eval_every=args.eval_every, log_path=args.log, extra_config=extra,
+                      init_from=args.init_from), show)
     return 0
 
 
@@ -91,14 +107,20 @@ def _score(items, raw, thr: float, md: float, n_classes: int) -> dict:
     return {k: r[k] for k in ("f_d", "precision", "recall", "f_c", "mean_f_c")}
 
 
+WINDOWS = ((128, 32, False), (128, 16, False), (256, 48, False), (128, 32, True), (128, 16, True))
+DENSE_MIXES = (0.0, 0.3, 0.5, 0.7, 1.0)
+
+
 def finalize(args) -> int:
-    """Model selection on val: the stain target = mean optical-density statistics of the train
-    images; candidates = the best checkpoint saved during training and the final global (EMA)
-    network; grid = the network's input window and overlap (128/32, 128/16,
-    256/48 px), lone windows or windowed tiles (one backbone pass per tile), score threshold,
-    optional duplicate merge distance (0, 4 px); score = F_d + mean F_c, and of settings within
-    0.005 of the best the one with the least CPU time wins. The winner goes into
-    the package with a model card."""
+    """Model selection on val, or with ``--select-holdout`` on the training hold-out (every 7th
+    train tile; val then stays a report-only split): the stain target = mean optical-density
+    statistics of the train images; candidates = the best checkpoint saved during training and
+    the final global (EMA) network; grid = the network's input window and overlap (128/32, 128/16,
+    256/48 px), lone windows or windowed tiles (one backbone pass per tile) — or, for a model with
+    a dense head, its weight in the fused score (:data:`DENSE_MIXES`) at the trained windows —,
+    score threshold, optional duplicate merge distance (0, 4 px); score = F_d + mean F_c, and of
+    settings within 0.005 of the best the one with the least CPU time wins. The winner goes into
+    the package (or ``--dest``) with a model card."""
     import torch
 
     from napari_histoai.methods.detection.configs import ACFormerConfig
@@ -134,19 +156,30 @@ def finalize(args) -> int:
         model.load_state_dict(sd)
         det = ACFormerDetector(model, acfg, device="cpu")
         if va is None:
-            va = load_folder(DATA / "val" / "images", DATA / "val" / "points", det.classes, 0.5, acfg.mpp)
-        for tile, ov, win in ((128, 32, False), (128, 16, False), (256, 48, False), (128, 32, True), (128, 16, True)):
+            if args.select_holdout:
+                from napari_histoai.methods.detection.selection import selection_split
+
+                va = selection_split(load_folder(DATA / "train" / "images", DATA / "train" / "points",
+                                                 det.classes, 0.5, acfg.mpp))[1]
+            else:
+                va = load_folder(DATA / "val" / "images", DATA / "val" / "points", det.classes, 0.5, acfg.mpp)
+        if acfg.dense_head:  # windows as trained; the grid is the head's weight in the fused score
+            settings = [(acfg.tile_size, acfg.overlap, acfg.windowed, mix) for mix in DENSE_MIXES]
+        else:
+            settings = [(t, o, w, 0.0) for t, o, w in WINDOWS]
+        for tile, ov, win, mix in settings:
+            det.cfg = acfg.replace(dense_mix=mix)
             raw, secs = _raw_detections(det, va, tile, ov, win)
             for thr in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5):
                 for md in (0.0, 4.0):
                     r = _score(va, raw, thr, md, len(det.classes))
-                    key = f"{cname} tile={tile} overlap={ov} windowed={win} thr={thr:g} min_distance={md:g}"
+                    key = f"{cname} tile={tile} overlap={ov} windowed={win} mix={mix:g} thr={thr:g} min_distance={md:g}"
                     grid[key] = {**r, "candidate": cname, "tile_size": tile, "overlap": ov, "windowed": win,
-                                 "threshold": thr, "min_distance": md, "cpu_seconds": round(secs, 2)}
-            print(cname, tile, ov, win, f"{secs:.1f} CPU-s",
+                                 "dense_mix": mix, "threshold": thr, "min_distance": md, "cpu_seconds": round(secs, 2)}
+            print(cname, tile, ov, win, mix, f"{secs:.1f} CPU-s",
                   max(((k, v["f_d"], v["mean_f_c"]) for k, v in grid.items() if v["candidate"] == cname
-                       and (v["tile_size"], v["overlap"], v["windowed"]) == (tile, ov, win)), key=lambda t: t[1] + t[2]),
-                  flush=True)
+                       and (v["tile_size"], v["overlap"], v["windowed"], v["dense_mix"]) == (tile, ov, win, mix)),
+                      key=lambda t: t[1] + t[2]), flush=True)
     top = max(v["f_d"] + v["mean_f_c"] for v in grid.values())
     near = [k for k, v in grid.items() if v["f_d"] + v["mean_f_c"] >= top - 0.005]
     # of the settings within 0.005 of the best, the one with the least CPU time wins
@@ -156,17 +189,21 @@ def finalize(args) -> int:
     a = cfg["architecture"]
     a["score_threshold"], a["min_distance"] = best["threshold"], best["min_distance"]
     a["tile_size"], a["overlap"], a["windowed"] = best["tile_size"], best["overlap"], best["windowed"]
+    if a.get("dense_head"):
+        a["dense_mix"] = best["dense_mix"]
     cfg.setdefault("metrics", {})["val_selected"] = best
+    cfg["metrics"]["selected_on"] = "training hold-out (every 7th train tile)" if args.select_holdout else "val"
     cfg["metrics"]["val_grid"] = grid
     cfg["name"] = "acformer-crc"
+    dest = Path(args.dest) if args.dest else DEST
     # ship float16 weights (half the size; loading casts back to float32)
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
     cfg["weights_dtype"] = "float16"
-    save_checkpoint(DEST, sd, cfg)
-    cfg = read_config(DEST)
-    (DEST / "MODEL_CARD.md").write_text(model_card(cfg))
+    save_checkpoint(dest, sd, cfg)
+    cfg = read_config(dest)
+    (dest / "MODEL_CARD.md").write_text(model_card(cfg))
     print(best_key, json.dumps(best))
-    print(f"wrote {DEST}")
+    print(f"wrote {dest}")
     return 0
 
 
@@ -174,6 +211,10 @@ def model_card(cfg: dict) -> str:
     a, t, m = cfg["architecture"], cfg.get("training", {}), cfg.get("metrics", {})
     thr = f"{a['score_threshold']:g}"
     v = m.get("val_selected", {})
+    on = m.get("selected_on", "val")
+    dense = (f"\n- **Dense head**: CenterNet-style centre maps at stride 4 on backbone stages 1-3, trained with"
+             f"\n  the transformer; at inference its peaks are fused with the query points (weight"
+             f" {a.get('dense_mix', 0):g} in the score)." if a.get("dense_head") else "")
     fc = ", ".join(f"{c} {x:.3f}" for c, x in zip(cfg["classes"], v.get("f_c", [])))
     stain = ("\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
              "\n  and std per RGB channel over tissue, from the image's or slide's thumbnail)."
@@ -190,15 +231,16 @@ def model_card(cfg: dict) -> str:
 - **Classes**: {', '.join(cfg['classes'])}. **Resolution**: {cfg['mpp']} µm/px (20x); other
   resolutions are resampled by the detect job. The network runs on {a['tile_size']} px windows (overlap
   {a['overlap']}{', one backbone pass per 5 x 5 windows' if a.get('windowed') else ''}), score threshold {thr}, duplicate merge distance {a['min_distance']:g} px (0 = off);
-  all chosen on val ({v.get('candidate', '')}).{stain}
+  all chosen on {on} ({v.get('candidate', '')}).{stain}{dense}
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
-- **Training**: {t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}
+- **Training**: {t.get('steps')} steps{(' continuing ' + t['init_from'] + ' (its own training: 4800 steps, 3882 s)') if t.get('init_from') else ''}, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}
   (2 shared CPU cores). Command: `{t.get('command', '')}`, then `--finalize`.
-- **Validation (crchisto/val, 10 tiles, 6 px, selected on this split)**: F_d {v.get('f_d', float('nan')):.3f}
+- **Selection split ({on}, 10 tiles, 6 px)**: F_d {v.get('f_d', float('nan')):.3f}
   (precision {v.get('precision', float('nan')):.3f}, recall {v.get('recall', float('nan')):.3f}),
-  F_c {fc}, mean F_c {v.get('mean_f_c', float('nan')):.3f}. Val was used for model selection, so
-  these numbers are optimistic; the official test split was not available.
+  F_c {fc}, mean F_c {v.get('mean_f_c', float('nan')):.3f} (HoVer-Net's F_c). These numbers are
+  optimistic (the split chose the settings{' and was trained on' if on != 'val' else ''}); crchisto/val,
+  MoNuSeg and speed: the README's detection table (`benchmarks/bench_detection.py`).
 - **Limits**: a small model trained for about an hour on CPU from scratch on 70 tiles of one
   organ (colorectal); expect lower accuracy on other tissues and stains.
 """
@@ -216,7 +258,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", help="override a config value, e.g. --set global_warmup=1200 (JSON value)")
+    ap.add_argument("--init-from", default=None, help="start from this AC-Former model (folder or bundled name): "
+                    "its weights and configuration; added parts (e.g. --set dense_head=true) start fresh")
+    ap.add_argument("--select-holdout", action="store_true", help="select checkpoints on the training hold-out "
+                    "(every 7th training tile) instead of val")
     ap.add_argument("--finalize", action="store_true", help="copy the selected model into the package")
+    ap.add_argument("--dest", default=None, help="with --finalize: write the model here instead of the package")
     args = ap.parse_args()
     return finalize(args) if args.finalize else train(args)
 

@@ -85,6 +85,7 @@ class Backbone(nn.Module):
         self.body = nn.ModuleList(body[:last])
         self.stages = stages
         self.channels = [widths[s - 1] for s in stages]
+        self.all_channels = widths[:last]
         self.strides = [2 ** (s + 1) for s in stages]
         # FuseStyle after an early (stage 1) and a late (last used) stage
         self.style_early = FuseStyle(p, alpha, partner) if fusestyle else nn.Identity()
@@ -92,7 +93,8 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, all_stages: bool = False) -> list[torch.Tensor]:
+        """Maps of ``self.stages`` (or of every computed stage 1..last with ``all_stages``)."""
         x = (x - self.mean) / self.std
         x = self.stem(x)
         out = []
@@ -103,7 +105,7 @@ class Backbone(nn.Module):
                 x = self.style_early(x)
             if i == last and last > 1:
                 x = self.style_late(x)
-            if i in self.stages:
+            if all_stages or i in self.stages:
                 out.append(x)
         return out
 

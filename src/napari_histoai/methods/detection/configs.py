@@ -40,13 +40,13 @@ RULES = {
     **{k: POSITIVE for k in ("d_model", "n_heads", "n_points", "ffn_dim", "dec_layers", "num_queries",
                              "query_ref_size", "gn_groups", "crop_size", "batch_images", "n_views", "view_size",
                              "aat_patch", "aat_embed", "aat_heads", "aat_blocks", "aat_input", "steps", "tile_size",
-                             "mpp", "lr", "fusestyle_alpha")},
+                             "mpp", "lr", "fusestyle_alpha", "dense_sigma", "lr_dense_mult")},
     **{k: NON_NEGATIVE for k in ("extra_levels", "enc_layers", "pos_scale", "global_warmup", "warmup_steps",
                                  "overlap", "color_jitter", "global_weight", "cost_class", "cost_point",
                                  "loss_class", "loss_point", "focal_gamma", "weight_decay", "grad_clip",
-                                 "min_distance", "lr_transformer_mult", "lr_aat_mult")},
+                                 "min_distance", "lr_transformer_mult", "lr_aat_mult", "dense_weight")},
     **{k: UNIT for k in ("dropout", "fusestyle_p", "ema_momentum", "teacher_threshold", "focal_alpha", "lr_drop",
-                         "score_threshold")},
+                         "score_threshold", "dense_mix")},
     "backbone": one_of(BACKBONES),
     "views": one_of(VIEWS),
     "fusestyle_partner": one_of(PARTNERS),
@@ -82,6 +82,12 @@ class ACFormerConfig:
     fusestyle_partner: str = "argmin"   # argmin | random | euclidean
     fusestyle_p: float = 0.5
     fusestyle_alpha: float = 0.3
+    # --- dense auxiliary head (dense_head.py): centre maps at stride 4 on backbone stages 1-3 ---
+    dense_head: bool = False
+    dense_only: bool = False            # train the dense head alone (the rest frozen, BatchNorm statistics kept)
+    dense_weight: float = 1.0           # weight of its loss (on the ground truth only, not the global loss)
+    dense_sigma: float = 4.0            # Gaussian of its centre targets (px at mpp)
+    dense_mix: float = 0.5              # inference: weight of the head in the fused score (0 = queries only)
     # --- data -----------------------------------------------------------------------------
     mpp: float = 0.5                    # µm/px the model works at (CRCHistoPhenotypes 20x)
     crop_size: int = 256                # training crop (px at mpp) fed to the global network
@@ -113,6 +119,7 @@ class ACFormerConfig:
     lr: float = 1e-3
     lr_transformer_mult: float = 1.0    # paper: 0.1 for transformer and AAT (with a pretrained backbone)
     lr_aat_mult: float = 0.1
+    lr_dense_mult: float = 1.0          # the dense head's lr = lr * this
     weight_decay: float = 1e-4
     grad_clip: float = 0.1
     steps: int = 1600

@@ -8,7 +8,8 @@ the coarsest stride, returns::
 
     {"pred_logits": [B, Q, K], "pred_points": [B, Q, 2],        # last decoder layer
      "aux_outputs": [{"pred_logits", "pred_points"}, ...],       # earlier decoder layers
-     "enc_outputs": {"pred_logits": [B, S, K], "pred_points": [B, S, 2]}}   # all tokens
+     "enc_outputs": {"pred_logits": [B, S, K], "pred_points": [B, S, 2]},   # all tokens
+     "dense": [B, 3 + K, H/4, W/4]}   # only with cfg.dense_head (see .dense_head)
 
 Points are (y, x) normalised to [0, 1] of the input (pixel = p * size - 0.5); logits are
 per-class sigmoid logits (no "no object" logit: all classes low = empty).
@@ -65,6 +66,11 @@ class ACFormer(nn.Module):
         n = cfg.dec_layers + 1
         self.class_heads = nn.ModuleList(copy.deepcopy(cls) for _ in range(n))
         self.point_heads = nn.ModuleList(copy.deepcopy(pt) for _ in range(n))
+        self.dense_head = None
+        if getattr(cfg, "dense_head", False):
+            from .dense_head import DenseHead
+
+            self.dense_head = DenseHead(self.backbone.all_channels[:3], K)
 
     @property
     def stride(self) -> int:
@@ -82,15 +88,26 @@ class ACFormer(nn.Module):
             return torch.tensor([h / ps, w / ps], dtype=like.dtype, device=like.device)
         return torch.ones(2, dtype=like.dtype, device=like.device)
 
-    def level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Projected multi-scale maps [B, d, H_l, W_l] (GroupNorm per image)."""
-        feats = self.backbone(images)
+    def backbone_maps(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Backbone maps of ``cfg.backbone_stages`` and the dense head's output
+        [B, 3 + K, H/4, W/4] (None without a dense head): one backbone pass."""
+        if self.dense_head is None:
+            return self.backbone(images), None
+        every = self.backbone(images, all_stages=True)
+        return [every[s - 1] for s in self.backbone.stages], self.dense_head(every[:3])
+
+    def project(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Backbone maps -> projected multi-scale maps [B, d, H_l, W_l] (GroupNorm per image)."""
         maps = [p(f) for p, f in zip(self.input_proj, feats)]
         x = feats[-1]
         for p in self.input_proj[len(feats):]:
             x = p(x)
             maps.append(x)
         return maps
+
+    def level_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Projected multi-scale maps [B, d, H_l, W_l] (GroupNorm per image)."""
+        return self.project(self.backbone_maps(images)[0])
 
     def flatten_maps(self, maps: list[torch.Tensor], h: int, w: int):
         """Maps of an h x w px input -> src, pos [B, S, d]; shapes [(H_l, W_l)]."""
@@ -107,8 +124,12 @@ class ACFormer(nn.Module):
 
     def forward(self, images: torch.Tensor, num_queries: int | None = None) -> dict:
         h, w = images.shape[-2:]
-        src, pos, shapes = self.features(images)
-        return self.decode(src, pos, shapes, h, w, num_queries)
+        feats, dense = self.backbone_maps(images)
+        src, pos, shapes = self.flatten_maps(self.project(feats), h, w)
+        out = self.decode(src, pos, shapes, h, w, num_queries)
+        if dense is not None:
+            out["dense"] = dense
+        return out
 
     def decode(self, src: torch.Tensor, pos: torch.Tensor, shapes: list, h: int, w: int,
                num_queries: int | None = None) -> dict:

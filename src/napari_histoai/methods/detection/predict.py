@@ -21,6 +21,7 @@ from .configs import ACFormerConfig
 __all__ = ["KIND", "ACFormerDetector", "load_acformer", "predict_batch", "postprocess", "merge_close_points"]
 
 KIND = "acformer-detector"
+DENSE_PEAK_MIN = 0.05  # dense head peaks below this heat are not fused (they could not pass any threshold)
 
 
 @torch.no_grad()
@@ -156,11 +157,33 @@ class ACFormerDetector:
                 results.append(postprocess(p, q, self.threshold, t.shape[:2], self.min_distance))
         return results
 
+    @property
+    def dense_mix(self) -> float:
+        """Weight of the dense head in the fused scores (0 without a head: queries only)."""
+        return float(self.cfg.dense_mix) if self.model.dense_head is not None else 0.0
+
+    def _fuse(self, p: np.ndarray, q: np.ndarray, dense, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """Query points p [N, 2] / probs q [N, K] of one tile fused with its dense head peaks
+        (``dense`` [1, 3 + K, H/4, W/4], peaks inside ``shape``) -> (points, probs)."""
+        from .dense_head import dense_peaks, fuse_points
+
+        dp, dq = dense_peaks(dense, DENSE_PEAK_MIN)[0]
+        inside = (dp[:, 0] < shape[0] - 0.5) & (dp[:, 1] < shape[1] - 0.5)
+        return fuse_points(p, q, dp[inside], dq[inside], self.dense_mix)
+
     def _lone(self, chunk: list) -> list:
         """Every tile through the whole network -> per tile (points [N, 2] px, probs [N, K])."""
         x, _ = _to_batch(chunk, self.model.stride, self.device)
-        pts, probs = predict_batch(self.model, x.contiguous(memory_format=torch.channels_last))
-        return [(p.cpu().numpy(), q.float().cpu().numpy()) for p, q in zip(pts, probs)]
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            out = self.model(x)
+        h, w = x.shape[-2:]
+        pts = out["pred_points"] * torch.tensor([h, w], dtype=x.dtype, device=x.device) - 0.5
+        probs = out["pred_logits"].sigmoid()
+        res = [(p.cpu().numpy(), q.float().cpu().numpy()) for p, q in zip(pts, probs)]
+        if self.dense_mix > 0:
+            res = [self._fuse(p, q, out["dense"][j:j + 1], t.shape[:2]) for j, ((p, q), t) in enumerate(zip(res, chunk))]
+        return res
 
     def _windowed(self, chunk: list) -> list:
         """One backbone pass per tile, the transformer on its windows; proposals below the
@@ -173,10 +196,14 @@ class ACFormerDetector:
         xs = [_pad(_tensor(t), window_layout(h, self.window, step)[0], window_layout(w, self.window, step)[0])
               .to(self.device) for t, (h, w) in zip(chunk, shapes)]
         out = []
-        for p, q, win in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap):
-            p, q = p.cpu().numpy(), q.float().cpu().numpy()
+        fuse = self.dense_mix > 0
+        for p, q, win, dense in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap, dense=True):
+            p, q, win = p.cpu().numpy(), q.float().cpu().numpy(), win.numpy()
+            if fuse:  # fused points belong to no one window: any two closer than the seam radius merge
+                p, q = self._fuse(p, q, dense, shapes[len(out)])
+                win = None
             k = q.max(-1) >= self.threshold
-            k[k] = suppress_close(p[k], q[k].max(-1), SEAM_MERGE_PX, groups=win.numpy()[k])
+            k[k] = suppress_close(p[k], q[k].max(-1), SEAM_MERGE_PX, groups=None if win is None else win[k])
             out.append((p[k], q[k]))
         return out
 

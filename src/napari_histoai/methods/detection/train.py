@@ -32,6 +32,7 @@ from ...errors import CancelFlag, JobError, check_cancel
 from .aat import build_view_generator, transform_points, warp_images
 from .configs import ACFormerConfig
 from .data import PointImage, random_crop
+from .dense_head import dense_loss
 from .ema import ModelEMA
 from .loss import build_criterion
 from .model import build_model
@@ -41,7 +42,7 @@ __all__ = ["Trainer", "train_job", "evaluate", "state_dir", "RESUME_MAY_CHANGE"]
 
 # schedule / inference settings that may differ when a run is resumed (e.g. to extend it)
 RESUME_MAY_CHANGE = ("steps", "global_warmup", "global_weight", "teacher_threshold", "lr_drop",
-                     "score_threshold", "min_distance", "tile_size", "overlap", "windowed", "stain_target")
+                     "score_threshold", "min_distance", "tile_size", "overlap", "windowed", "stain_target", "dense_mix")
 
 
 def state_dir(out: Path) -> Path:
@@ -51,12 +52,15 @@ def state_dir(out: Path) -> Path:
 
 def _param_groups(model, views, cfg: ACFormerConfig) -> list:
     """AdamW groups: backbone at ``lr``, the rest of the network at ``lr * lr_transformer_mult``,
-    the AAT (if any) at ``lr * lr_aat_mult``; ``base_lr`` is what the lr schedule scales."""
-    bb, tr = [], []
+    the dense head (if any) at ``lr * lr_dense_mult``, the AAT (if any) at ``lr * lr_aat_mult``;
+    ``base_lr`` is what the lr schedule scales."""
+    bb, tr, dense = [], [], []
     for n, p in model.named_parameters():
-        (bb if n.startswith("backbone.") else tr).append(p)
+        (bb if n.startswith("backbone.") else dense if n.startswith("dense_head.") else tr).append(p)
     groups = [{"params": bb, "lr": cfg.lr, "name": "backbone"},
               {"params": tr, "lr": cfg.lr * cfg.lr_transformer_mult, "name": "transformer"}]
+    if dense:
+        groups.append({"params": dense, "lr": cfg.lr * cfg.lr_dense_mult, "name": "dense"})
     aat = list(views.parameters())
     if aat:
         groups.append({"params": aat, "lr": cfg.lr * cfg.lr_aat_mult, "name": "aat"})
@@ -117,8 +121,17 @@ class Trainer:
         self.device = next(model.parameters()).device
         self.views = build_view_generator(cfg).to(self.device)
         self.criterion = build_criterion(cfg)
+        if cfg.dense_only:
+            if model.dense_head is None:
+                raise JobError("dense_only needs dense_head")
+            for n, p in model.named_parameters():
+                p.requires_grad_(n.startswith("dense_head."))
+            for p in self.views.parameters():
+                p.requires_grad_(False)
         self.ema = ModelEMA(model, cfg.ema_momentum)
-        self.opt = torch.optim.AdamW(_param_groups(model, self.views, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW([g for g in _param_groups(model, self.views, cfg)
+                                      if any(p.requires_grad for p in g["params"])],
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.global_warmup = cfg.global_warmup if global_warmup is None else int(global_warmup)
         self.n, self.seconds = 0, 0.0
 
@@ -130,6 +143,8 @@ class Trainer:
         ``n_teacher`` = mean teacher points per crop, when the global loss is on)."""
         cfg, dev = self.cfg, self.device
         self.model.train(), self.views.train()
+        if cfg.dense_only:  # the trained network stays as it is: no BatchNorm updates, no FuseStyle
+            self.model.eval(), self.model.dense_head.train()
         crops = crops.to(dev)
         targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.n)
@@ -139,8 +154,20 @@ class Trainer:
         if ignore is not None:  # warp the known area like the pixels; < half known -> ignored
             known = (~ignore.to(dev)).float()[:, None].repeat_interleave(m, 0)
             ign_v = warp_images(known, theta.detach(), v.shape[-1])[:, 0] < 0.5
+        view_targets = _view_targets(targets, theta, m, ign_v)
+        if cfg.dense_only:
+            with torch.no_grad():
+                feats = self.model.backbone(v.detach(), all_stages=True)
+            dl = dense_loss(self.model.dense_head(feats[:3]), view_targets, cfg.dense_sigma, ign_v)
+            self._optimizer_step(cfg.dense_weight * dl)
+            self.n += 1
+            return {"loss": float(dl.detach()), "class": 0.0, "point": 0.0, "dense": float(dl.detach())}
         outputs = self.model(v)
-        loss, parts = self.criterion(outputs, _view_targets(targets, theta, m, ign_v))
+        loss, parts = self.criterion(outputs, view_targets)
+        if "dense" in outputs:
+            dl = dense_loss(outputs["dense"], view_targets, cfg.dense_sigma, ign_v)
+            loss = loss + cfg.dense_weight * dl
+            parts["dense"] = float(dl.detach())
         if cfg.global_loss and self.n >= self.global_warmup:
             teacher = _teacher_targets(self.ema.module, crops, cfg.teacher_threshold)
             gl, _ = self.criterion(outputs, _view_targets(teacher, theta, m, ign_v))
@@ -208,12 +235,32 @@ def evaluate(detector: ACFormerDetector, items: list[PointImage], thresholds=(0.
     return res
 
 
+def _init_weights(net, init_from: str) -> None:
+    """Load the AC-Former model ``init_from`` into ``net``; only ``dense_head.*`` may be missing
+    from it (one line otherwise)."""
+    from ...models import load_checkpoint
+
+    state, _ = load_checkpoint(init_from, KIND)
+    try:
+        res = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise JobError(f"cannot start from {init_from}: its weights do not fit this configuration "
+                       f"({str(e).splitlines()[-1].strip().rstrip('.')})") from None
+    missing = [k for k in res.missing_keys if not k.startswith("dense_head.")]
+    if missing or res.unexpected_keys:
+        raise JobError(f"cannot start from {init_from}: its weights do not fit this configuration "
+                       f"({len(missing)} missing, {len(res.unexpected_keys)} unexpected keys)")
+
+
 def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val: Optional[list[PointImage]] = None,
               device="cpu", seed: int = 0, resume: bool = False, ckpt_every: int = 100, eval_every: int = 250,
               log_path: Optional[str | Path] = None, cancel: Optional[CancelFlag] = None,
-              backbone_weights: Optional[str] = None, extra_config: Optional[dict] = None):
+              backbone_weights: Optional[str] = None, extra_config: Optional[dict] = None,
+              init_from: Optional[str] = None):
     """Train and save an AC-Former model folder at ``out``. Yields ``Progress`` (info: loss
-    parts, lr, val metrics); returns the final config dict."""
+    parts, lr, val metrics); returns the final config dict. ``init_from``: an AC-Former model
+    (folder or bundled name) whose weights start the run; parts ``cfg`` adds (a dense head)
+    start fresh."""
     from ...engine.devices import seed_everything
     from ...models import save_checkpoint
 
@@ -225,7 +272,10 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
     sdir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     seed_everything(seed)
-    tr = Trainer(build_model(cfg, backbone_weights).to(device), cfg, seed)
+    net = build_model(cfg, backbone_weights)
+    if init_from:
+        _init_weights(net, init_from)
+    tr = Trainer(net.to(device), cfg, seed)
     model, views, ema, opt = tr.model, tr.views, tr.ema, tr.opt
     best, history, changed = -1.0, [], {}
     last = sdir / "last.pt"

@@ -52,9 +52,10 @@ def check_window(model, window: int, overlap: int) -> None:
                          f"({step}) of {coarse} px")
 
 
-def _window_maps(model, image: torch.Tensor, window: int, origins: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """image [1, 3, H, W] -> per level, the projected maps of every window [n, d, h_l, w_l]."""
-    feats = model.backbone(image)
+def _window_maps(model, image: torch.Tensor, window: int, origins: list[tuple[int, int]]):
+    """image [1, 3, H, W] -> (per level, the projected maps of every window [n, d, h_l, w_l];
+    the dense head's output on the whole image [1, 3 + K, H/4, W/4] or None)."""
+    feats, dense = model.backbone_maps(image)
     nb = len(feats)
     strides = model.backbone.strides
 
@@ -70,22 +71,24 @@ def _window_maps(model, image: torch.Tensor, window: int, origins: list[tuple[in
     for proj in model.input_proj[nb:]:
         x = proj(x)
         maps.append(x)
-    return maps
+    return maps, dense
 
 
 @torch.no_grad()
 def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, int]], window: int,
-                     overlap: int, max_windows: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                     overlap: int, max_windows: int = 64, dense: bool = False) -> list[tuple]:
     """Predict on tiles with the transformer on ``window`` px windows.
 
     images: tiles [3, H_i, W_i] float RGB in [0, 1], padded to the layout sizes of ``sizes``
     (see :func:`window_layout`); sizes: the real (h_i, w_i) of each tile. Returns per
     tile (points [N, 2] (y, x) px in the tile, probs [N, K]) of the last decoder layer, already
-    restricted to the window cores (nothing in the padding). ``max_windows`` bounds the transformer batch (memory).
+    restricted to the window cores (nothing in the padding), and the window index of each point.
+    ``max_windows`` bounds the transformer batch (memory). With ``dense`` each tuple also holds
+    the dense head's output on the whole padded tile [1, 3 + K, H_i/4, W_i/4] (None without a head).
     """
     step = window - overlap
     check_window(model, window, overlap)
-    per_tile_maps, per_tile_windows = [], []
+    per_tile_maps, per_tile_windows, per_tile_dense = [], [], []
     for img, (h, w) in zip(images, sizes):
         hp, ys, ycores = window_layout(h, window, step)
         wp, xs, xcores = window_layout(w, window, step)
@@ -93,7 +96,9 @@ def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, i
             raise ValueError(f"tile of {h} x {w} px must be padded to {hp} x {wp}, got {tuple(img.shape[-2:])}")
         wins = [(y, x, yc, xc) for y, yc in zip(ys, ycores) for x, xc in zip(xs, xcores)]
         x_in = img[None].contiguous(memory_format=torch.channels_last)
-        per_tile_maps.append(_window_maps(model, x_in, window, [(y, x) for y, x, _, _ in wins]))
+        maps, dense_out = _window_maps(model, x_in, window, [(y, x) for y, x, _, _ in wins])
+        per_tile_maps.append(maps)
+        per_tile_dense.append(dense_out)
         per_tile_windows.append(wins)
     n_levels = len(per_tile_maps[0])
     all_maps = [torch.cat([m[lvl] for m in per_tile_maps], 0) for lvl in range(n_levels)]
@@ -107,9 +112,10 @@ def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, i
     pts_all, probs_all = torch.cat(pts_out, 0), torch.cat(prob_out, 0)  # [n_windows, Q, 2 / K]
     results = [([], [], []) for _ in images]
     for j, (i, (y, x, (cy0, cy1), (cx0, cx1))) in enumerate(owners):
-        p = pts_all[j] + torch.tensor([y, x], dtype=pts_all.dtype)
+        p = pts_all[j] + torch.tensor([y, x], dtype=pts_all.dtype, device=pts_all.device)
         keep = (p[:, 0] >= cy0) & (p[:, 0] < cy1) & (p[:, 1] >= cx0) & (p[:, 1] < cx1)
         results[i][0].append(p[keep])
         results[i][1].append(probs_all[j][keep])
-        results[i][2].append(torch.full((int(keep.sum()),), j, dtype=torch.long))
-    return [(torch.cat(p, 0), torch.cat(q, 0), torch.cat(k, 0)) for p, q, k in results]
+        results[i][2].append(torch.full((int(keep.sum()),), j, dtype=torch.long, device=p.device))
+    out = [(torch.cat(p, 0), torch.cat(q, 0), torch.cat(k, 0)) for p, q, k in results]
+    return [o + (d,) for o, d in zip(out, per_tile_dense)] if dense else out

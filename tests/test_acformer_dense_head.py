@@ -1,0 +1,114 @@
+"""AC-Former's dense auxiliary head: its targets put each nucleus in the right cell with the right
+offset and class, its peaks decode back to the points, the fusion mixes query and head scores
+as documented, a short training on a real crop lowers its loss, and a detector with a head runs
+on both inference paths."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_histoai.errors import JobError
+from napari_histoai.methods.detection.configs import get_config
+from napari_histoai.methods.detection.dense_head import STRIDE, dense_peaks, dense_targets, fuse_points
+
+from .test_acformer_train import _crop_folder, _iterate, needs_data
+
+
+def _targets(points_px, labels, size):
+    p = torch.tensor(points_px, dtype=torch.float32)
+    return {"points": (p + 0.5) / size, "labels": torch.tensor(labels)}
+
+
+def test_targets_mark_the_centre_cell_offset_and_class():
+    size = 64
+    heat, off, cls, centre = dense_targets([_targets([[10.0, 21.0], [40.0, 40.0]], [2, -1], size)], size, size, 4.0, "cpu")
+    assert heat.shape == (1, 1, 16, 16) and centre.sum() == 2
+    # (10, 21) px -> continuous (10.5, 21.5) -> cell (2, 5), offset (0.625, 0.375) of a cell
+    assert heat[0, 0, 2, 5] == 1.0 and centre[0, 2, 5]
+    assert torch.allclose(off[0, :, 2, 5], torch.tensor([10.5 / STRIDE - 2, 21.5 / STRIDE - 5]))
+    assert cls[0, 2, 5] == 2
+    assert cls[0, 10, 10] == -1 and centre[0, 10, 10]  # unknown class: a centre without a class target
+    assert 0 < heat[0, 0, 3, 5] < 1 and heat[0, 0, 15, 0] < 1e-3  # Gaussian falls off
+
+
+def test_pseudo_points_are_not_positives():
+    t = _targets([[10.0, 21.0]], [1], 64)
+    t["weights"] = torch.tensor([0.4])
+    heat, _, cls, centre = dense_targets([t], 64, 64, 4.0, "cpu")
+    assert not centre.any() and cls.max() == -1 and abs(float(heat.max()) - 0.4) < 1e-6
+
+
+def test_peaks_decode_the_targets():
+    size, K = 64, 4
+    pts = [[10.0, 21.0], [40.0, 33.0], [55.0, 7.0]]
+    heat, off, cls, _ = dense_targets([_targets(pts, [0, 3, 1], size)], size, size, 4.0, "cpu")
+    logit = torch.logit(heat.clamp(1e-4, 1 - 1e-4))
+    cls_logits = torch.nn.functional.one_hot(cls.clamp(min=0), K).permute(0, 3, 1, 2).float() * 10
+    dense = torch.cat([logit, torch.logit(off.clamp(1e-4, 1 - 1e-4)), cls_logits], 1)
+    (p, q), = dense_peaks(dense, 0.5)
+    order = np.argsort(p[:, 0])
+    assert np.allclose(p[order], pts, atol=0.01)
+    assert q[order].argmax(1).tolist() == [0, 3, 1]
+
+
+def test_fusion_mixes_paired_scores_and_keeps_lone_points():
+    qp = np.array([[10.0, 10.0], [50.0, 50.0]], np.float32)
+    qprob = np.array([[0.6, 0.1], [0.4, 0.2]], np.float32)
+    dp = np.array([[11.0, 10.0], [80.0, 80.0]], np.float32)
+    dprob = np.array([[0.2, 0.6], [0.1, 0.7]], np.float32)
+    p, q = fuse_points(qp, qprob, dp, dprob, mix=0.5)
+    assert len(p) == 3
+    score = q.max(1)
+    paired = np.argmin(np.abs(p[:, 0] - 10.5))
+    assert abs(p[paired, 0] - 10.5) < 1e-5 and abs(score[paired] - 0.6) < 1e-5  # 0.5*0.6 + 0.5*0.6
+    lone_q = np.argmin(np.abs(p[:, 0] - 50))
+    assert abs(score[lone_q] - 0.2) < 1e-5 and q[lone_q].argmax() == 0
+    lone_d = np.argmin(np.abs(p[:, 0] - 80))
+    assert abs(score[lone_d] - 0.35) < 1e-5 and q[lone_d].argmax() == 1
+    same, sq = fuse_points(qp, qprob, dp, dprob, mix=0.0)
+    assert np.array_equal(same, qp) and np.array_equal(sq, qprob)
+
+
+def test_detector_with_head_runs_lone_and_windowed():
+    from napari_histoai.methods.detection.model import build_model
+    from napari_histoai.methods.detection.predict import ACFormerDetector
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny", dense_head=True, dense_mix=0.5)
+    model = build_model(cfg)
+    out = model(torch.rand(1, 3, 128, 128))
+    assert out["dense"].shape == (1, 3 + len(cfg.classes), 32, 32)
+    img = (np.random.default_rng(0).random((300, 260, 3)) * 255).astype(np.uint8)
+    for windowed in (False, True):
+        det = ACFormerDetector(model, cfg, threshold=0.0, windowed=windowed)
+        (p, c, s), = det.predict_tiles([img])
+        assert len(p) and (p[:, 0] < 300).all() and (p[:, 1] < 260).all() and (c < len(cfg.classes)).all()
+
+
+@needs_data
+def test_head_learns_on_a_real_crop_and_starts_from_a_model(tmp_path):
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.detection.train import train_job
+
+    torch.set_num_threads(1)
+    folder = _crop_folder(tmp_path)
+    base = get_config("tiny", views="crop", crop_size=128, view_size=64, steps=2, global_loss=False, color_jitter=0.0)
+    train = load_folder(folder / "images", folder / "points", base.classes)
+    list(_iterate(train_job(base, train, tmp_path / "plain", seed=0, eval_every=1000)))
+    cfg = base.replace(dense_head=True, steps=40, lr=2e-3)
+    dense = [p.info["dense"] for p in _iterate(train_job(cfg, train, tmp_path / "dense", seed=0, eval_every=1000,
+                                                       init_from=str(tmp_path / "plain")))]
+    assert np.mean(dense[-8:]) < 0.6 * np.mean(dense[:8]), dense
+    # dense_only: the head learns, every other weight and statistic stays the plain model's
+    from napari_histoai.models import load_checkpoint
+
+    only = [p.info["dense"] for p in _iterate(train_job(cfg.replace(dense_only=True), train, tmp_path / "only", seed=0,
+                                                      eval_every=1000, init_from=str(tmp_path / "plain")))]
+    assert np.mean(only[-8:]) < 0.8 * np.mean(only[:8]), only
+    plain, _ = load_checkpoint(tmp_path / "plain")
+    after, _ = load_checkpoint(tmp_path / "only")
+    assert all(torch.allclose(plain[k].float(), after[k].float(), atol=1e-6) for k in plain)  # EMA rounding only
+    assert any(k.startswith("dense_head.") for k in after)
+    with pytest.raises(JobError, match="do not fit"):  # a model of another shape cannot start the run
+        list(_iterate(train_job(cfg.replace(d_model=64, gn_groups=8), train, tmp_path / "x", seed=0,
+                                init_from=str(tmp_path / "plain"))))
