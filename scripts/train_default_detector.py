@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,13 +26,14 @@ from pathlib import Path
 from napari_histoai.methods.detection.predict import merge_close_points
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = (ROOT / ".." / "shared" / "data" / "crchisto").resolve()
+DATA = (Path(os.environ.get("HISTOAI_DATA", ROOT / ".." / "shared" / "data")) / "crchisto").resolve()
 DEST = ROOT / "resources" / "models" / "acformer-crc"
 
 
 def train(args) -> int:
     import torch
 
+    from napari_histoai.engine.devices import pick_device
     from napari_histoai.engine.jobs import run_job
     from napari_histoai.methods.detection.configs import get_config
     from napari_histoai.methods.detection.data import load_folder
@@ -56,8 +58,9 @@ def train(args) -> int:
     if args.select_holdout:
         from napari_histoai.methods.detection.selection import selection_split
 
-        va = selection_split(tr)[1]
-        data = "CRCHistoPhenotypes train (70 tiles); checkpoints selected on its 10-tile hold-out (every 7th by name)"
+        tr, va = selection_split(tr)  # the hold-out is never trained on
+        data = ("CRCHistoPhenotypes train: 60 tiles trained on, every 7th by name (10 tiles) held out to select "
+                "checkpoints")
     else:
         va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
         data = "CRCHistoPhenotypes train (70 tiles), val (10 tiles) for selection"
@@ -75,7 +78,7 @@ def train(args) -> int:
                 msg += " val " + json.dumps({k: [round(v['f_d'], 3), round(v['mean_f_c'], 3)] for k, v in i["val"].items()})
             print(msg, flush=True)
 
-    run_job(train_job(cfg, tr, args.out, val=va, device="cpu", seed=args.seed, resume=True,
+    run_job(train_job(cfg, tr, args.out, val=va, device=str(pick_device(args.device)), seed=args.seed, resume=True,
                       ckpt_every=50, eval_every=args.eval_every, log_path=args.log, extra_config=extra,
                       init_from=args.init_from), show)
     return 0
@@ -257,6 +260,7 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="training device: cpu (the bundled model's), cuda or auto")
     ap.add_argument("--set", action="append", help="override a config value, e.g. --set global_warmup=1200 (JSON value)")
     ap.add_argument("--init-from", default=None, help="start from this AC-Former model (folder or bundled name): "
                     "its weights and configuration; added parts (e.g. --set dense_head=true) start fresh")

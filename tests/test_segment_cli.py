@@ -38,7 +38,8 @@ def test_default_method_trains_saves_and_reuses(sample_path, tmp_path, capsys):
 
     # the saved model is applied without training: the same labels, faster
     out2 = tmp_path / "again.tif"
-    assert main(["segment", str(sample_path), "--out", str(out2), "--model", str(model), "--region", REGION]) == 0
+    assert main(["segment", str(sample_path), "--out", str(out2), "--model", str(model), "--region", REGION,
+                 "--device", "cpu"]) == 0  # the same device: bit-identical labels (CPU vs GPU: tests/test_cuda.py)
     err = "\n".join(_err_lines(capsys))
     assert "steps" not in err and "self-trained U-Net mine" in err
     assert np.array_equal(tifffile.imread(out2), lab)

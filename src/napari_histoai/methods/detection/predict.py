@@ -198,7 +198,7 @@ class ACFormerDetector:
         out = []
         fuse = self.dense_mix > 0
         for p, q, win, dense in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap, dense=True):
-            p, q, win = p.cpu().numpy(), q.float().cpu().numpy(), win.numpy()
+            p, q, win = p.cpu().numpy(), q.float().cpu().numpy(), win.cpu().numpy()
             if fuse:  # fused points belong to no one window: any two closer than the seam radius merge
                 p, q = self._fuse(p, q, dense, shapes[len(out)])
                 win = None
