@@ -217,7 +217,8 @@ def seed_summary(rows: list[dict], groups: dict) -> str:
             return "–"
         return f"{np.median(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})"
     for gname, paths in groups.items():
-        rs = [r for r in rows if r["model"] in paths and not r["name"].endswith(VARIANT_SUFFIXES)]
+        rs = list({r["model"]: r for r in reversed(rows)
+                   if r["model"] in paths and not r["name"].endswith(VARIANT_SUFFIXES)}.values())  # one per model
         lines.append(f"| {gname} | {len(rs)} | {mr([r['crchisto_val']['f_d'] for r in rs])} | "
                      f"{mr([r['crchisto_val']['mean_f_c'] for r in rs])} | {mr([r.get('monuseg_fd') for r in rs])} |")
     return "\n".join(lines)

@@ -65,7 +65,8 @@ def train(args) -> int:
         va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
         data = "CRCHistoPhenotypes train (70 tiles), val (10 tiles) for selection"
     extra = {"training": {"data": data, "command": " ".join(["python"] + sys.argv), "config_name": args.config,
-                          **({"init_from": args.init_from} if args.init_from else {})}}
+                          **({"init_from": args.init_from, "base": base_training(args.init_from)}
+                             if args.init_from else {})}}
     t0 = time.time()
 
     def show(p):
@@ -197,7 +198,7 @@ def finalize(args) -> int:
     cfg.setdefault("metrics", {})["val_selected"] = best
     cfg["metrics"]["selected_on"] = "training hold-out (every 7th train tile)" if args.select_holdout else "val"
     cfg["metrics"]["val_grid"] = grid
-    cfg["name"] = "acformer-crc"
+    cfg["name"] = Path(args.dest).name if args.dest else "acformer-crc"
     dest = Path(args.dest) if args.dest else DEST
     # ship float16 weights (half the size; loading casts back to float32)
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
@@ -210,14 +211,37 @@ def finalize(args) -> int:
     return 0
 
 
+def base_training(init_from: str) -> dict:
+    """What the model a run starts from was trained with (for its model card)."""
+    from napari_histoai.models import read_config, resolve_model
+
+    b = read_config(resolve_model(init_from))
+    t, a = b.get("training", {}), b.get("architecture", {})
+    return {k: t.get(k) for k in ("steps", "train_seconds", "device", "data", "command", "seed")} | {
+        k: a.get(k) for k in ("global_loss", "global_warmup", "global_weight", "teacher_threshold")}
+
+
 def model_card(cfg: dict) -> str:
     a, t, m = cfg["architecture"], cfg.get("training", {}), cfg.get("metrics", {})
     thr = f"{a['score_threshold']:g}"
     v = m.get("val_selected", {})
     on = m.get("selected_on", "val")
-    dense = (f"\n- **Dense head**: CenterNet-style centre maps at stride 4 on backbone stages 1-3, trained with"
-             f"\n  the transformer; at inference its peaks are fused with the query points (weight"
+    how = ("afterwards on the frozen network's features (every other weight unchanged)" if a.get("dense_only")
+           else "with the transformer")
+    dense = (f"\n- **Dense head**: CenterNet-style centre maps at stride 4 on backbone stages 1-3, trained"
+             f"\n  {how}; at inference its peaks are fused with the query points (weight"
              f" {a.get('dense_mix', 0):g} in the score)." if a.get("dense_head") else "")
+    b = t.get("base") or {}
+    g = b if b else a   # the global loss belongs to the base network's training when there is one
+    where = lambda d: f"{d.get('device')}" + (" (2 shared CPU cores)" if d.get("device") == "cpu" else "")  # noqa: E731
+    if b:
+        training = (f"the base network ({t.get('init_from')}): {b.get('steps')} steps, seed {b.get('seed')}, "
+                    f"{b.get('train_seconds')} s on {where(b)}, on {b.get('data')} (`{b.get('command')}`); then "
+                    f"{t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {where(t)}. "
+                    f"Command: `{t.get('command', '')}`, then `--finalize`")
+    else:
+        training = (f"{t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {where(t)}. "
+                    f"Command: `{t.get('command', '')}`, then `--finalize`")
     fc = ", ".join(f"{c} {x:.3f}" for c, x in zip(cfg["classes"], v.get("f_c", [])))
     stain = ("\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
              "\n  and std per RGB channel over tissue, from the image's or slide's thumbnail)."
@@ -226,8 +250,8 @@ def model_card(cfg: dict) -> str:
 
 - **Method**: AC-Former (Huang et al., ICCV 2023): two-stage deformable point transformer with
   the Adaptive Affine Transformer (views={a['views']}, M={a['n_views']}), the global EMA network
-  loss (alpha={a['global_weight']} after {a['global_warmup']} steps, teacher threshold
-  {a['teacher_threshold']}) and FuseStyle ({a['fusestyle']}, partner {a['fusestyle_partner']}).
+  loss (alpha={g['global_weight']} after {g['global_warmup']} steps, teacher threshold
+  {g['teacher_threshold']}) and FuseStyle ({a['fusestyle']}, partner {a['fusestyle_partner']}).
   Compact config: {a['backbone']} stages {a['backbone_stages']} (from scratch, no pretrained
   weights) + {a['extra_levels']} extra level, d={a['d_model']}, {a['enc_layers']}+{a['dec_layers']} layers,
   {a['num_queries']} queries per {a['query_ref_size']}^2 px.
@@ -237,15 +261,14 @@ def model_card(cfg: dict) -> str:
   all chosen on {on} ({v.get('candidate', '')}).{stain}{dense}
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
-- **Training**: {t.get('steps')} steps{(' continuing ' + t['init_from'] + ' (its own training: 4800 steps, 3882 s)') if t.get('init_from') else ''}, seed {t.get('seed')}, {t.get('train_seconds')} s on {t.get('device')}
-  (2 shared CPU cores). Command: `{t.get('command', '')}`, then `--finalize`.
+- **Training**: {training}.
 - **Selection split ({on}, 10 tiles, 6 px)**: F_d {v.get('f_d', float('nan')):.3f}
   (precision {v.get('precision', float('nan')):.3f}, recall {v.get('recall', float('nan')):.3f}),
   F_c {fc}, mean F_c {v.get('mean_f_c', float('nan')):.3f} (HoVer-Net's F_c). These numbers are
   optimistic (the split chose the settings{' and was trained on' if on != 'val' else ''}); crchisto/val,
   MoNuSeg and speed: the README's detection table (`benchmarks/bench_detection.py`).
-- **Limits**: a small model trained for about an hour on CPU from scratch on 70 tiles of one
-  organ (colorectal); expect lower accuracy on other tissues and stains.
+- **Limits**: a small model trained from scratch on 60-70 tiles of one organ (colorectal);
+  expect lower accuracy on other tissues and stains.
 """
 
 

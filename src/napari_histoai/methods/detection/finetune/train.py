@@ -87,7 +87,9 @@ def _model_config(arch: dict, m: MixedConfig):
     from ..configs import ACFormerConfig
 
     cfg = ACFormerConfig.from_dict(arch)
-    over = {"lr": m.lr, "warmup_steps": 0}
+    # corrections train the whole network; a dense head (if any) learns with it, whether or not it
+    # was first trained alone on frozen features
+    over = {"lr": m.lr, "warmup_steps": 0, "dense_only": False}
     if m.views:
         over["views"] = m.views
     if m.global_loss is not None:
