@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # On a lent GPU machine: train AC-Former detector candidates side by side at a larger budget
-# (batch 16 crops instead of 2), selecting checkpoints on the training hold-out; pack each run's
+# (e.g. --set batch_images=16), selecting checkpoints on the training hold-out; pack each run's
 # best model, final EMA weights (float16) and log under $OUT for `--finalize` on the CPU machine.
 # Needs carried: .gpu/crc (crchisto/train + classes.json of ../shared/data) and .gpu/dwhl (wheels
 # of dask, partd and locket for Python 3.12: the hold-out evaluation reads images through dask).
-#   bash scripts/device/train_detector_gpu.sh STEPS SECONDS
+#   bash scripts/device/train_detector_gpu.sh STEPS SECONDS ["NAME ARGS..." ...]
+# Each quoted spec is one run (name, then train_default_detector.py options); default: plain,
+# dense, dense-s1 (from scratch, batch 16).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-STEPS=${1:-2400}; SECS=${2:-480}
+STEPS=${1:-2400}; SECS=${2:-480}; shift 2
+specs=("$@")
+[ ${#specs[@]} -eq 0 ] && specs=("plain --set batch_images=16" "dense --set batch_images=16 --set dense_head=true" "dense-s1 --set batch_images=16 --set dense_head=true --seed 1")
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/dwhl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src HISTOAI_DATA=$PWD/.gpu/crc PYTHONUNBUFFERED=1
 nvidia-smi -L
-common=(--device cuda --select-holdout --steps "$STEPS" --eval-every $((STEPS / 8)) --threads 2 --set batch_images=16)
+common=(--device cuda --select-holdout --steps "$STEPS" --eval-every $((STEPS / 8)) --threads 2)
 run() { n=$1; shift; timeout "$SECS" python3 scripts/train_default_detector.py --out "runs/gpu-$n" --log "runs/gpu-$n.jsonl" "${common[@]}" "$@" > "runs/gpu-$n.log" 2>&1; echo "$n rc=$?"; }
 mkdir -p runs
-run plain &
-run dense --set dense_head=true &
-run dense-s1 --set dense_head=true --seed 1 &
+names=()
+for spec in "${specs[@]}"; do set -- $spec; names+=("$1"); run "$@" & done
 wait
-for n in plain dense dense-s1; do
+for n in "${names[@]}"; do
   tail -2 "runs/gpu-$n.log"
   python3 - "$n" <<'PY'
 import sys, torch
