@@ -136,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=400, help="max steps per round (the budget usually ends first)")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--whole-network", action="store_true",
+                    help="train every weight on the corrections, also for a model whose dense head was trained alone")
     ap.add_argument("--ratio", default="2:1:1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -175,7 +177,8 @@ def main(argv=None) -> int:
     for arm in [s.strip() for s in a.arms.split(",") if s.strip()]:
         over = dict(ARMS[arm])
         m = MixedConfig(rounds=a.rounds, steps=a.steps, budget_seconds=a.budget, lr=a.lr,
-                        ratio=tuple(over.pop("ratio", ratio)), global_loss=over.pop("global_loss", False), **over)
+                        ratio=tuple(over.pop("ratio", ratio)), global_loss=over.pop("global_loss", False),
+                        dense_only=False if a.whole_network else None, **over)
         items = [make_mixed_image(n, im, yx, names, classes, [q], neg) for (n, im, yx, names), (q, neg) in zip(images, users)]
         out = work / arm.replace(" ", "_").replace("+", "_")
         t1, w1 = time.process_time(), time.time()

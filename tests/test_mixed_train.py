@@ -156,3 +156,30 @@ def test_default_trains_on_corrections_without_pseudo_labels(tmp_path):
     assert not m.pseudo and m.global_loss is False
     res = run_job(mixed_train_job("tiny-start", [it], tmp_path / "m0", m, seed=0))
     assert res["rounds"][0]["pseudo"] == {}
+
+
+def test_corrections_train_a_head_trained_alone_alone_unless_asked(tmp_path):
+    """A model whose dense head was trained on the frozen network (the bundled one) learns from
+    corrections the same way: the head's weights move, every other weight stays; with
+    ``dense_only=False`` the whole network trains."""
+    from napari_histoai.methods.detection.configs import get_config
+    from napari_histoai.methods.detection.model import build_model
+    from napari_histoai.models import load_checkpoint, save_checkpoint, user_models_dir
+
+    torch.set_num_threads(2)
+    cfg = get_config("tiny", crop_size=96, view_size=64, tile_size=128, score_threshold=0.3,
+                     dense_head=True, dense_only=True, dense_mix=0.7)
+    torch.manual_seed(0)
+    start = build_model(cfg).state_dict()
+    save_checkpoint(user_models_dir() / "tiny-dense", start, {"kind": "acformer-detector", "name": "tiny-dense",
+                                                             "architecture": cfg.to_dict(), "classes": cfg.classes,
+                                                             "mpp": cfg.mpp})
+    it, _ = item(CLASSES)
+    for dense_only, out in ((None, "head"), (False, "all")):
+        m = MixedConfig(rounds=1, steps=3, val_fraction=0.3, views="crop", holdout_block=48, dense_only=dense_only)
+        run_job(mixed_train_job("tiny-dense", [it], tmp_path / out, m, seed=0))
+        state, _ = load_checkpoint(tmp_path / out)
+        moved = {k for k, v in state.items() if v.is_floating_point() and not torch.allclose(v.float(), start[k].float())}
+        assert any(k.startswith("dense_head.") for k in moved)
+        others = {k for k in moved if not k.startswith("dense_head.")}
+        assert (not others) if dense_only is None else others

@@ -72,6 +72,7 @@ class MixedConfig:
     global_loss: Optional[bool] = False  # None = the model's setting; off as in the benchmark's best arm
     global_warmup: int = 0
     fusestyle: Optional[bool] = None
+    dense_only: Optional[bool] = None  # None = the model's (a head trained alone stays alone); False = all
     val_fraction: float = 0.2
     holdout_block: int = 96
     color_jitter: float = 0.05
@@ -87,15 +88,17 @@ def _model_config(arch: dict, m: MixedConfig):
     from ..configs import ACFormerConfig
 
     cfg = ACFormerConfig.from_dict(arch)
-    # corrections train the whole network; a dense head (if any) learns with it, whether or not it
-    # was first trained alone on frozen features
-    over = {"lr": m.lr, "warmup_steps": 0, "dense_only": False}
+    # a model whose dense head was trained alone on the frozen network (the bundled one) learns
+    # from corrections the same way: the head alone (benchmarks/results/mixed_dense*.md)
+    over = {"lr": m.lr, "warmup_steps": 0}
     if m.views:
         over["views"] = m.views
     if m.global_loss is not None:
         over["global_loss"] = bool(m.global_loss)
     if m.fusestyle is not None:
         over["fusestyle"] = bool(m.fusestyle)
+    if m.dense_only is not None:
+        over["dense_only"] = bool(m.dense_only)
     if m.crop_size:
         over["crop_size"] = int(m.crop_size)
     if m.batch_images:
