@@ -112,3 +112,30 @@ def test_head_learns_on_a_real_crop_and_starts_from_a_model(tmp_path):
     with pytest.raises(JobError, match="do not fit"):  # a model of another shape cannot start the run
         list(_iterate(train_job(cfg.replace(d_model=64, gn_groups=8), train, tmp_path / "x", seed=0,
                                 init_from=str(tmp_path / "plain"))))
+
+
+def test_head_alone_skips_the_transformer_and_finds_the_fused_points(sample_path, monkeypatch):
+    """dense_mix 1 (the fused score is the head's): the bundled model's head peaks on a real H&E
+    tile, without running the transformer, are the points the windowed path gives at mix 1."""
+    from scipy.spatial import cKDTree
+
+    from napari_histoai.io import open_image
+    from napari_histoai.methods.detection.predict import load_acformer
+
+    det = load_acformer("acformer-crc", device="cpu")
+    det.cfg = det.cfg.replace(dense_mix=1.0)
+    with open_image(sample_path) as im:
+        tile = np.ascontiguousarray(np.asarray(im.read_region(256, 256, 768, 768))[..., :3])  # 512 px: the windows cover it exactly
+    if det.stain_lut is not None:
+        from napari_histoai.methods.stain import apply_lut
+
+        tile = apply_lut(tile, det.stain_lut)
+    (pw, qw), = det._windowed([tile])
+    monkeypatch.setattr(det.model, "project", lambda *a: (_ for _ in ()).throw(AssertionError("transformer ran")))
+    (ph, qh), = det._head_only([tile])
+    kw, kh = qw.max(1) >= det.threshold, qh.max(1) >= det.threshold
+    assert kh.sum() > 30
+    assert abs(int(kw.sum()) - int(kh.sum())) <= max(3, 0.05 * kw.sum())
+    d, j = cKDTree(pw[kw]).query(ph[kh])
+    assert (d <= 1.0).mean() >= 0.95
+    assert (qh[kh].argmax(1) == qw[kw][j].argmax(1))[d <= 1.0].mean() >= 0.95

@@ -152,7 +152,10 @@ class ACFormerDetector:
                 from ..stain import apply_lut
 
                 chunk = [apply_lut(t, self.stain_lut) for t in chunk]
-            out = self._windowed(chunk) if self.use_windows else self._lone(chunk)
+            if self.dense_mix >= 1:
+                out = self._head_only(chunk)
+            else:
+                out = self._windowed(chunk) if self.use_windows else self._lone(chunk)
             for (p, q), t in zip(out, chunk):
                 results.append(postprocess(p, q, self.threshold, t.shape[:2], self.min_distance))
         return results
@@ -170,6 +173,24 @@ class ACFormerDetector:
         dp, dq = dense_peaks(dense, DENSE_PEAK_MIN)[0]
         inside = (dp[:, 0] < shape[0] - 0.5) & (dp[:, 1] < shape[1] - 0.5)
         return fuse_points(p, q, dp[inside], dq[inside], self.dense_mix)
+
+    def _head_only(self, chunk: list) -> list:
+        """``dense_mix`` 1: the dense head's peaks are the detections, so the transformer is
+        skipped: one backbone + head pass per tile -> per tile (points [N, 2] px, probs [N, K])."""
+        from ...engine.merge import suppress_close
+        from .dense_head import dense_peaks
+        from .windows import SEAM_MERGE_PX
+
+        x, shapes = _to_batch(chunk, self.model.stride, self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            _, dense = self.model.backbone_maps(x)
+        out = []
+        for (dp, dq), (h, w) in zip(dense_peaks(dense, DENSE_PEAK_MIN), shapes):
+            k = (dp[:, 0] < h - 0.5) & (dp[:, 1] < w - 0.5) & (dq.max(-1) >= self.threshold)
+            k[k] = suppress_close(dp[k], dq[k].max(-1), SEAM_MERGE_PX)  # as the fused paths do
+            out.append((dp[k], dq[k]))
+        return out
 
     def _lone(self, chunk: list) -> list:
         """Every tile through the whole network -> per tile (points [N, 2] px, probs [N, K])."""
