@@ -9,7 +9,12 @@ interruption. Then ``--finalize`` copies the selected model into the package wit
     python scripts/train_default_detector.py --out runs/acformer-crc --log runs/acformer-crc.jsonl
     python scripts/train_default_detector.py --out runs/acformer-crc --finalize
 
-The bundled model is the compact config trained for 4800 steps (its 1600-step schedule stretched
+The bundled model today is that network (``--init-from acformer-crc``) plus a dense head trained
+alone on it, selected on the training hold-out (``--select-holdout``: 60 tiles train, every 7th
+of the 70 selects; val only reports); the README's detection section has the exact commands.
+``--device cuda`` trains on a GPU (``scripts/device/train_detector_gpu.sh`` on a lent machine).
+
+The network it starts from is the compact config trained for 4800 steps (its 1600-step schedule stretched
 3x: lr drop at 60%, global loss from 62.5% of the steps); ``--steps 1600`` gives the compact budget
 used by the ablation. Run it in the background with ``nohup ... &``.
 """
