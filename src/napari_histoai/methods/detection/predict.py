@@ -28,7 +28,11 @@ DENSE_PEAK_MIN = 0.05  # dense head peaks below this heat are not fused (they co
 def predict_batch(model, images: torch.Tensor, num_queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """images [B, 3, H, W] in [0, 1] (H, W multiples of model.stride) -> (points [B, Q, 2] (y, x)
     px, probs [B, Q, K]) of the last decoder layer."""
-    out = model(images, num_queries=num_queries)
+    return _points_probs(model(images, num_queries=num_queries), images)
+
+
+def _points_probs(out: dict, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's output for ``images`` [B, 3, H, W] -> (points [B, Q, 2] (y, x) px, probs [B, Q, K])."""
     h, w = images.shape[-2:]
     pts = out["pred_points"] * torch.tensor([h, w], dtype=images.dtype, device=images.device) - 0.5
     return pts, out["pred_logits"].sigmoid()
@@ -198,10 +202,7 @@ class ACFormerDetector:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             out = self.model(x)
-        h, w = x.shape[-2:]
-        pts = out["pred_points"] * torch.tensor([h, w], dtype=x.dtype, device=x.device) - 0.5
-        probs = out["pred_logits"].sigmoid()
-        res = [(p.cpu().numpy(), q.float().cpu().numpy()) for p, q in zip(pts, probs)]
+        res = [(p.cpu().numpy(), q.float().cpu().numpy()) for p, q in zip(*_points_probs(out, x))]
         if self.dense_mix > 0:
             res = [self._fuse(p, q, out["dense"][j:j + 1], t.shape[:2]) for j, ((p, q), t) in enumerate(zip(res, chunk))]
         return res
