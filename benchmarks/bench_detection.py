@@ -110,13 +110,14 @@ def pick_threshold(detector, val_items) -> float:
 
 
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                select: bool = False, name: str | None = None, lone: bool = False, stain: bool = True,
-                select_train: bool = False, queries_only: bool = False) -> dict:
+                select: bool = False, name: str | None = None, lone: bool = False, stain: bool | str = True,
+                select_train: bool = False, queries_only: bool = False, fast: bool = False) -> dict:
     """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
     128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
     network on lone windows (no shared backbone pass), otherwise as its config says;
     ``queries_only``: a model with a dense head scored without it (transformer points only,
-    threshold re-picked on the train hold-out)."""
+    threshold re-picked on the train hold-out); ``fast``: its dense head alone (the detect job's
+    fast mode; threshold re-picked on the train hold-out)."""
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.models import read_config, resolve_model
 
@@ -124,7 +125,14 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
         if lone or select_train:   # its threshold was already picked on the train hold-out
             return None
         return bench_densemap(path, smoke=smoke, do_speed=do_speed, do_monuseg=do_monuseg, name=name, stain=stain)
-    det = load_acformer(path, device="cpu")
+    if fast and not load_acformer(path, device="cpu").model.dense_head:
+        return None
+    det = load_acformer(path, device="cpu", fast=fast)
+    variant = [v for v, on in (("fast", fast), ("lone", lone), ("queries", queries_only), ("select", select_train),
+                               ("nostain", stain is False), ("always", stain == "always")) if on]
+    if fast:
+        select_train = True
+        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (fast: dense head only)"
     if lone and not det.windowed:
         return None  # already on lone windows
     if queries_only:
@@ -137,11 +145,14 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
         det.windowed = False
         det.set_window(det.window, det.window_overlap)
         name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (lone windows)"
-    if not stain:
-        if det.stain_target is None:
-            return None  # no stain matching anyway
-        det.stain_target = None
-        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (no stain matching)"
+    if stain is not True:
+        if det.stain_target is None or (stain == "always" and det.stain_radius is None):
+            return None  # no stain matching anyway / already matching every image
+        if stain == "always":
+            det.stain_radius = None
+        else:
+            det.stain_target = None
+        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + STAIN_SUFFIX[stain]
     cfg = read_config(resolve_model(path))
     crc = DATA / "crchisto"
     val = _load(crc / "val", det.classes, 2 if smoke else None)
@@ -160,7 +171,8 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
         det.set_window(win, win // 4)
         det.min_distance = 4.0
         det.threshold = pick_threshold(det, val)
-    row = {"model": str(path), "name": name or cfg.get("name", Path(path).name), "threshold": det.threshold,
+    row = {"model": str(path), "variant": "+".join(variant), "name": name or cfg.get("name", Path(path).name),
+           "threshold": det.threshold, "precision": str(det.low_precision or "float32"),
            "window": det.window, "window_overlap": det.window_overlap, "windowed": det.use_windows,
            "fusestyle": cfg["architecture"]["fusestyle"], "views": cfg["architecture"]["views"],
            "global_loss": cfg["architecture"]["global_loss"],
@@ -177,20 +189,24 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
 
 
 def bench_densemap(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                   name: str | None = None, stain: bool = True) -> dict | None:
+                   name: str | None = None, stain: bool | str = True) -> dict | None:
     """The plain dense-map peer (U-Net centre maps); its threshold was picked on the train hold-out."""
     from napari_histoai.methods.detection.densemap import load_densemap
     from napari_histoai.models import read_config, resolve_model
 
     det = load_densemap(path, device="cpu")
-    if not stain:
-        if det.stain_target is None:
-            return None  # no stain matching anyway
-        det.stain_target = None
-        name = (name or f"dense-map U-Net peer ({Path(path).name})") + " (no stain matching)"
+    if stain is not True:
+        if det.stain_target is None or (stain == "always" and det.config.stain_radius is None):
+            return None
+        if stain == "always":
+            det.config.stain_radius = None
+        else:
+            det.stain_target = None
+        name = (name or f"dense-map U-Net peer ({Path(path).name})") + STAIN_SUFFIX[stain]
     cfg = read_config(resolve_model(path))
     tr = cfg.get("training", {})
-    row = {"model": str(path), "name": name or f"dense-map U-Net peer ({Path(path).name})", "threshold": det.threshold,
+    row = {"model": str(path), "variant": {True: "", False: "nostain", "always": "always"}[stain],
+           "name": name or f"dense-map U-Net peer ({Path(path).name})", "threshold": det.threshold,
            "views": "–", "fusestyle": None, "global_loss": None, "train_seconds": tr.get("train_seconds"),
            "train_steps": tr.get("steps")}
     crc = DATA / "crchisto"
@@ -203,11 +219,13 @@ def bench_densemap(path: str, smoke: bool = False, do_speed: bool = True, do_mon
     return row
 
 
-VARIANT_SUFFIXES = ("(no stain matching)", "(lone windows)", "(threshold on train hold-out)", "(queries only)")
+STAIN_SUFFIX = {False: " (no stain matching)", "always": " (stain matching always)"}
 
 
 def seed_summary(rows: list[dict], groups: dict) -> str:
-    """Median and range over seeds: ``groups`` {row name: [model paths]}."""
+    """Median and range over seeds: ``groups`` {row name: [model paths]}; a path ending in
+    ``#variant`` (e.g. ``acformer-crc#fast``, ``runs/densemap/s0#nostain``) picks that variant's
+    row (:func:`bench_model`), a bare path the model's plain row."""
     lines = ["| row | seeds | F_d median (range) | mean F_c median (range) | MoNuSeg F_d median (range) |",
              "|---|---|---|---|---|"]
 
@@ -217,8 +235,10 @@ def seed_summary(rows: list[dict], groups: dict) -> str:
             return "–"
         return f"{np.median(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})"
     for gname, paths in groups.items():
-        rs = list({r["model"]: r for r in reversed(rows)
-                   if r["model"] in paths and not r["name"].endswith(VARIANT_SUFFIXES)}.values())  # one per model
+        def key(r):
+            v = r.get("variant", "")
+            return r["model"] + (f"#{v}" if v else "")
+        rs = list({key(r): r for r in reversed(rows) if key(r) in paths}.values())  # one per model
         lines.append(f"| {gname} | {len(rs)} | {mr([r['crchisto_val']['f_d'] for r in rs])} | "
                      f"{mr([r['crchisto_val']['mean_f_c'] for r in rs])} | {mr([r.get('monuseg_fd') for r in rs])} |")
     return "\n".join(lines)
@@ -310,11 +330,15 @@ def main() -> int:
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--lone", action="store_true", help="also score windowed models on lone windows (reference path)")
     ap.add_argument("--no-stain-row", action="store_true", help="also score models without their stain matching")
+    ap.add_argument("--stain-always-row", action="store_true",
+                    help="also score models matching every image's stain (ignoring their training stain range)")
     ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
     ap.add_argument("--no-baseline", action="store_true", help="leave out the classical detector row")
     ap.add_argument("--select-train", action="store_true",
                     help="also score AC-Former models at a threshold picked on the train hold-out (every 7th "
                          "train tile, scripts/train_densemap.py) instead of val")
+    ap.add_argument("--fast-row", action="store_true",
+                    help="also score models with a dense head in fast mode (the head alone; `histoai detect --fast`)")
     ap.add_argument("--queries-only-row", action="store_true",
                     help="also score models with a dense head on their transformer points alone")
     ap.add_argument("--group", action="append", default=[], metavar="NAME=M1,M2,M3",
@@ -337,11 +361,15 @@ def main() -> int:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
         if args.select_train:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, select_train=True))]
+        if args.fast_row:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, fast=True))]
         if args.queries_only_row:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed,
                                                             queries_only=True))]
         if args.no_stain_row:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, stain=False))]
+        if args.stain_always_row:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, stain="always"))]
     from napari_histoai.methods.detection.registry import load_detector
 
     classes = load_detector(models[0], device="cpu").classes

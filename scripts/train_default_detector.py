@@ -154,12 +154,13 @@ def finalize(args) -> int:
     va = None
     grid = {}
     # the training images' stain: inputs from other labs are matched to it (methods/stain.py)
-    from napari_histoai.methods.stain import mean_od_stats
+    from napari_histoai.methods.stain import stain_range
 
     tr = load_folder(DATA / "train" / "images", DATA / "train" / "points", ["x"], 0.5, 0.5)
-    stain = mean_od_stats([it.image for it in tr]).round(5).tolist()
+    target, spread, radius = stain_range([it.image for it in tr])  # images within the radius stay as they are
     for cname, (sd, c) in cands.items():
-        c["architecture"]["stain_target"] = stain
+        c["architecture"].update(stain_target=target.round(5).tolist(), stain_spread=spread.round(5).tolist(),
+                                 stain_radius=round(radius, 4))
         acfg = ACFormerConfig.from_dict(c["architecture"])
         model = build_model(acfg)
         model.load_state_dict(sd)
@@ -248,9 +249,18 @@ def model_card(cfg: dict) -> str:
         training = (f"{t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {where(t)}. "
                     f"Command: `{t.get('command', '')}`, then `--finalize`")
     fc = ", ".join(f"{c} {x:.3f}" for c, x in zip(cfg["classes"], v.get("f_c", [])))
-    stain = ("\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
+    stain = ("\n- **Stain matching**: an input whose stain lies outside the training images' (optical-density"
+             "\n  mean and std per RGB channel over tissue, from the image's or slide's thumbnail; farther than"
+             f"\n  {a.get('stain_radius')} rms z-scores, the 90th percentile of the training tiles) is matched to"
+             "\n  their mean; one within it is left as it is (matching costs colour cues the classes need)."
+             if a.get("stain_target") and a.get("stain_radius") is not None else
+             "\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
              "\n  and std per RGB channel over tissue, from the image's or slide's thumbnail)."
              if a.get("stain_target") else "")
+    if a.get("dense_head"):
+        stain += ("\n- **Fast mode** (`histoai detect --fast`, the dock's *Fast* box): the dense head's peaks alone,"
+                  "\n  the transformer skipped. **Precision**: on CPUs with native bfloat16 the convolutions run in"
+                  "\n  bfloat16 (float32 elsewhere; `HISTOAI_PRECISION=float32` forces it).")
     return f"""# acformer-crc: default nuclei detector (AC-Former, compact)
 
 - **Method**: AC-Former (Huang et al., ICCV 2023): two-stage deformable point transformer with

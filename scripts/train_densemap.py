@@ -53,9 +53,10 @@ def main() -> int:
     cfg = DenseMapConfig(seed=args.seed, steps=args.steps, **over)
     items = load_folder(DATA / "train" / "images", DATA / "train" / "points", cfg.classes, 0.5, cfg.mpp)
     train, sel = selection_split(items)
-    from napari_histoai.methods.stain import mean_od_stats
+    from napari_histoai.methods.stain import stain_range
 
-    stain = mean_od_stats([it.image for it in train]).round(5).tolist()
+    target, spread, radius = stain_range([it.image for it in train])
+    stain = target.round(5).tolist()
     if args.restamp:
         return restamp(args.out, stain, sel)
     t0 = time.time()
@@ -71,6 +72,7 @@ def main() -> int:
     net = run_job(train_densemap_job(train, cfg, device="cpu", checkpoint_dir=args.out + ".ckpt"), show)
     secs = float(seen.get("seconds", time.time() - t0))     # across resumed runs
     cfg.stain_target = stain
+    cfg.stain_spread, cfg.stain_radius = spread.round(5).tolist(), round(radius, 4)  # the training lab's stains stay
     det = DenseMapDetector(net, cfg)
     thr, grid = pick_threshold(det, sel, cfg.mpp)
     cfg.threshold = thr

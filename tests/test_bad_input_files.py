@@ -254,6 +254,8 @@ def detector_folder(tmp_path):
     ({"backbone_stages": [2, 7]}, "'backbone_stages'"),
     ({"classes": []}, "'classes' must be a non-empty list of distinct class names"),
     ({"stain_target": [[1, 2, 3]]}, "'stain_target'"),
+    ({"stain_spread": [[0.1, 0.1, -0.1], [0.1, 0.1, 0.1]]}, "'stain_spread' must be null or two rows"),
+    ({"stain_radius": -1.0}, "'stain_radius' must be null or a non-negative number"),
     ({"bogus": 1}, "unknown AC-Former config keys: bogus"),
 ])
 def test_a_mistyped_detector_config_names_the_field(detector_folder, fields, match):

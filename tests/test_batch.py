@@ -116,6 +116,8 @@ def test_batch_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     assert "--workers" in capsys.readouterr().err
     assert main(["batch", "heatmap", str(afile), "--out", str(tmp_path / "o")]) == 2
     assert "needs --model" in capsys.readouterr().err
+    assert main(["batch", "segment", str(afile), "--out", str(tmp_path / "o"), "--fast"]) == 2
+    assert "--fast is a detect option" in capsys.readouterr().err
     (tmp_path / "two").mkdir()
     for n in ("s.png", "s.tif"):
         (tmp_path / "two" / n).write_bytes(b"x")

@@ -47,6 +47,7 @@ def test_detector_finds_the_same_nuclei_on_a_restained_image(data_dir, one_torch
     other = restain(img)
     det = load_acformer("acformer-crc", device="cpu")
     assert det.stain_target is not None                           # the bundled model matches stains
+    det.stain_radius = None                                       # every image, the training lab's too
     ref = infer_array(det, img).points
     matched = infer_array(det, other).points
     det.stain_target = None                                       # the same network without matching
@@ -75,3 +76,26 @@ def test_macenko_recovers_the_stain_vectors_an_image_was_made_with():
     inside = (rgb[10:] < 250).all(-1)                           # unclipped pixels
     assert np.corrcoef(c[10:, :, 0][inside], conc[10:, :, 0][inside])[0, 1] > 0.95
     assert np.abs(c[:10]).max() < 0.05                          # background: no stain
+
+
+def test_images_within_the_training_stains_are_left_as_they_are(data_dir):
+    """The bundled detector carries the range of its training stains: an image from the training
+    lab is not mapped (mapping it costs F_c), another lab's stain is."""
+    from napari_histoai.methods.detection.predict import load_acformer
+    from napari_histoai.methods.stain import matching_lut, stain_distance, stain_range
+
+    imgs = [crc_image(data_dir, n, "val") for n in ("img16", "img25")]
+    target, spread, radius = stain_range(imgs + [restain(imgs[0], (1.1, 1.05, 1.1), (0.0, 0.0, 0.0))], 50)
+    assert spread.shape == (2, 3) and (spread > 0).all() and radius > 0
+    det = load_acformer("acformer-crc", device="cpu")
+    assert det.stain_radius is not None and det.stain_spread.shape == (2, 3)
+    img = imgs[0]
+    det.prepare(img, np.ones(img.shape[:2], bool))
+    assert det.stain_lut is None                                  # the training lab's colours stay
+    other = restain(img)
+    det.prepare(other, np.ones(other.shape[:2], bool))
+    assert det.stain_lut is not None                              # another lab's are matched
+    assert stain_distance(od_stats(other), det.stain_target, det.stain_spread) > det.stain_radius
+    # without a range (older models) every image is matched
+    assert matching_lut(od_stats(img), det.stain_target) is not None
+    assert matching_lut(od_stats(img), det.stain_target, det.stain_spread, det.stain_radius) is None

@@ -32,11 +32,13 @@ ProgressFn = Optional[Callable[[Progress], None]]
 def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Optional[str] = None,
                 mpp: Optional[float] = None, region: Optional[Sequence[float]] = None,
                 tissue_only: Optional[bool] = None, batch_size: int = 4, min_score: float = 0.0,
-                device: str = "auto", on_progress: ProgressFn = None, cancel: Optional[CancelFlag] = None) -> dict:
+                device: str = "auto", fast: Optional[bool] = None, on_progress: ProgressFn = None,
+                cancel: Optional[CancelFlag] = None) -> dict:
     """Detect nuclei in ``image`` and write ``out`` (.csv: ``y,x,class,score`` level-0 px plus
     µm columns and the pixel size used; .geojson for QuPath; a ``.points`` folder: a nuclei store,
     see :mod:`.io.point_store`). ``tissue_only`` defaults to True
-    for whole images and False for a region. Returns {image, out, model, n, counts, mpp,
+    for whole images and False for a region; ``fast``: the model's dense head alone (AC-Former
+    models with one). Returns {image, out, model, n, counts, mpp,
     mpp_source, notes, tiles, seconds}."""
     from .io import open_image
     from .io.point_store import PointStore
@@ -52,7 +54,8 @@ def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opti
         with open_image(image) as img:
             res = run_job(detect_image_job(img, model=model, device=device, region=region, mpp=mpp,
                                            tissue_only=region is None if tissue_only is None else tissue_only,
-                                           batch_size=batch_size, min_score=min_score, cancel=cancel),
+                                           batch_size=batch_size, min_score=min_score, fast=bool(fast),
+                                           cancel=cancel),
                           on_progress, cancel)
             shape = img.shape[:2]
         if to_store:  # whole-slide results: a store the viewer opens by level of detail, exports stream from

@@ -29,6 +29,7 @@ def add_parser(sub):
                                                  "file; instances: an adapted segmenter from train-adapt, default "
                                                  "the bundled one; heatmap: required)")
     p.add_argument("--format", choices=["csv", "geojson"], default="csv", help="detect output format")
+    p.add_argument("--fast", action="store_true", help="detect: the model's dense head alone (as histoai detect --fast)")
     p.add_argument("--overwrite", action="store_true",
                    help="re-run every file (default: skip files whose record shows the same model and options)")
     mpp_option(p)
@@ -41,7 +42,11 @@ def run(args) -> int:
 
     if args.task == "heatmap" and not args.model:
         raise JobError("histoai batch heatmap needs --model (a tumour heatmap model name or folder)")
+    if args.fast and args.task != "detect":
+        raise JobError(f"--fast is a detect option, not one of histoai batch {args.task}")
     options = {"model": args.model, "mpp": args.mpp, "device": args.device}
+    if args.fast:  # only when set: records of earlier runs (no such option) still match a plain run
+        options["fast"] = True
     suffix = f".{args.format}" if args.task == "detect" else None
     rows = batch_run(args.task, args.inputs, args.out, options=options, suffix=suffix, scheduler=args.scheduler,
                      workers=args.workers, threads_per_worker=args.threads_per_worker, overwrite=args.overwrite,

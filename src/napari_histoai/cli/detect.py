@@ -1,4 +1,4 @@
-"""``histoai detect IMAGE --out points.csv [--model NAME|PATH] [--region y0,x0,y1,x1] [--mpp UM]``."""
+"""``histoai detect IMAGE --out points.csv [--model NAME|PATH] [--fast] [--region y0,x0,y1,x1] [--mpp UM]``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def add_parser(sub):
     p.add_argument("--region", default=None, help="y0,x0,y1,x1 in level-0 pixels (default: whole image, tissue only)")
     p.add_argument("--min-score", type=unit_float, default=0.0, help="drop points scoring below this (0..1)")
     p.add_argument("--all-tiles", action="store_true", help="also process background (non-tissue) tiles")
+    p.add_argument("--fast", action="store_true",
+                   help="the model's dense head alone, skipping its transformer: about 3x faster, F_d within 0.01 "
+                        "(bundled model; see the README's detection table)")
     p.add_argument("--batch-size", type=positive_int, default=4)
     mpp_option(p)
     return p
@@ -31,7 +34,7 @@ def run(args) -> int:
     with tqdm_progress("detect") as show:
         s = detect_file(args.image, args.out, model=args.model, mpp=args.mpp, region=region,
                         tissue_only=not args.all_tiles and region is None, batch_size=args.batch_size,
-                        min_score=args.min_score, device=args.device, on_progress=show)
+                        min_score=args.min_score, device=args.device, fast=args.fast, on_progress=show)
     counts = ", ".join(f"{c} {n}" for c, n in s["counts"].items())
     print(f"{s['n']} nuclei ({counts}) with {s['model']} at {s['mpp_text']} -> {s['out']}", file=sys.stderr)
     for note in s["notes"]:

@@ -31,6 +31,11 @@ def _classes_ok(v) -> bool:
     return len(v) > 0 and all(isinstance(c, str) and c for c in v) and len(set(v)) == len(v)
 
 
+def _spread_ok(v) -> bool:
+    return len(v) == 2 and all(isinstance(r, (list, tuple)) and len(r) == 3 and all(has_type(x, float) and x >= 0 for x in r)
+                               for r in v)
+
+
 def _stain_ok(v) -> bool:
     return len(v) == 2 and all(isinstance(r, (list, tuple)) and len(r) == 3 and all(has_type(x, float) for x in r)
                                for r in v) and all(x >= 0 for x in v[1])
@@ -53,6 +58,8 @@ RULES = {
     "backbone_stages": (_stages_ok, "a non-empty list of backbone stages in 1..4"),
     "classes": (_classes_ok, "a non-empty list of distinct class names"),
     "stain_target": (_stain_ok, "null or [[mean OD R, G, B], [std OD R, G, B]]"),
+    "stain_spread": (_spread_ok, "null or two rows of 3 non-negative numbers (spread of the training stains)"),
+    "stain_radius": (lambda v: v >= 0, "null or a non-negative number"),
 }
 # (field, field it must divide, why)
 DIVIDES = [("n_heads", "d_model", "attention heads"), ("gn_groups", "d_model", "GroupNorm"),
@@ -134,6 +141,8 @@ class ACFormerConfig:
     windowed: bool = False              # backbone once per large tile, transformer on tile_size windows
     stain_target: list = None           # [[mean OD R, G, B], [std OD R, G, B]] of the training images;
                                         # inputs are matched to it (methods/stain.py); None = off
+    stain_spread: list = None           # [2, 3] spread of the training images' statistics and the radius
+    stain_radius: float = None          # (rms z-score) within which an input is left unmatched; None = match all
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -51,7 +51,11 @@ class DenseHead(nn.Module):
         x = self.lateral[-1](maps[-1])
         for lat, m in zip(reversed(self.lateral[:-1]), reversed(maps[:-1])):
             x = lat(m) + F.interpolate(x, size=m.shape[-2:], mode="nearest")
-        return self.out(self.smooth(x))
+        x = self.smooth(x)
+        # the last 1x1 layer in float32 even under autocast: bfloat16 logits tie at neighbouring
+        # cells, which would make two peaks of one nucleus
+        with torch.autocast(x.device.type, enabled=False):
+            return self.out(x.float())
 
 
 def dense_targets(targets: list, h: int, w: int, sigma_px: float, device) -> tuple:

@@ -56,6 +56,8 @@ class DenseMapConfig:
     seed: int = 0
     stain_target: list = None           # [[mean OD R, G, B], [std OD R, G, B]] of the training images:
     #                                     images are matched to it at inference (as AC-Former's)
+    stain_spread: list = None           # spread of the training stains [2, 3] and the radius within which
+    stain_radius: float = None          # an input is left unmatched (methods/stain.py); None = match all
 
     def to_dict(self) -> dict:
         return to_json(self)
@@ -148,11 +150,13 @@ class DenseMapDetector:
     def prepare(self, thumbnail: np.ndarray, tissue: np.ndarray) -> None:
         """Engine hook, once per image or slide: match its stain (OD statistics of the tissue in
         its thumbnail) to the training images' (no-op without a stain target)."""
-        from ..stain import od_lut, od_stats
+        from ..stain import matching_lut, od_stats
 
         self.stain_lut = None
         if self.stain_target is not None:
-            self.stain_lut = od_lut(od_stats(thumbnail, tissue), self.stain_target)
+            c = self.config
+            self.stain_lut = matching_lut(od_stats(thumbnail, tissue), self.stain_target,
+                                          c.stain_spread, c.stain_radius)
 
     def maps(self, tiles: Sequence[np.ndarray]) -> list:
         """RGB uint8 tiles -> per tile (centre probability [h, w], class probabilities [K, h, w])."""
@@ -190,7 +194,7 @@ class DenseMapDetector:
 
 CHECKPOINT_EVERY = 250
 # settings that change inference only: left out of the resume key, so setting them never restarts training
-INFERENCE_ONLY = ("threshold", "stain_target", "peak_radius", "min_distance", "tile_size", "overlap")
+INFERENCE_ONLY = ("threshold", "stain_target", "stain_spread", "stain_radius", "peak_radius", "min_distance", "tile_size", "overlap")
 
 
 def train_densemap_job(items, config: DenseMapConfig, *, device="cpu", cancel: Optional[CancelFlag] = None,

@@ -26,11 +26,13 @@ def detect_image_job(
     batch_size: int = 4,
     min_score: float = 0.0,
     mpp: Optional[float] = None,
+    fast: bool = False,
     cancel=None,
 ) -> Job:
     """Detect nuclei in ``image`` (a SlideImage, a path or an RGB array) with ``model`` (name or
     folder; default = the bundled model) over ``region`` = (y0, x0, y1, x1) level-0 px (whole
     image when None). ``mpp``: µm/px for images whose file has none (or to override it).
+    ``fast``: the model's dense head alone (AC-Former models with one; see ``load_detector``).
 
     Yields :class:`Progress`; returns a :class:`~napari_histoai.engine.inference.PointsResult`
     (points in level-0 px, the pixel size used and where it came from, notes).
@@ -38,8 +40,8 @@ def detect_image_job(
     from .registry import default_detector, load_detector
 
     name = model or default_detector()
-    yield Progress(0, 0, f"loading {name}")
-    detector = load_detector(name, device=device)
+    yield Progress(0, 0, f"loading {name}" + (" (fast)" if fast else ""))
+    detector = load_detector(name, device=device, fast=True) if fast else load_detector(name, device=device)
     result = yield from infer(image, detector, region, mpp=mpp, tissue_only=tissue_only,
                               batch_size=batch_size, cancel=cancel)
     if min_score > 0:

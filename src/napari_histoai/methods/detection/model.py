@@ -88,13 +88,21 @@ class ACFormer(nn.Module):
             return torch.tensor([h / ps, w / ps], dtype=like.dtype, device=like.device)
         return torch.ones(2, dtype=like.dtype, device=like.device)
 
-    def backbone_maps(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def backbone_maps(self, images: torch.Tensor, low_precision: torch.dtype | None = None
+                      ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Backbone maps of ``cfg.backbone_stages`` and the dense head's output
-        [B, 3 + K, H/4, W/4] (None without a dense head): one backbone pass."""
-        if self.dense_head is None:
-            return self.backbone(images), None
-        every = self.backbone(images, all_stages=True)
-        return [every[s - 1] for s in self.backbone.stages], self.dense_head(every[:3])
+        [B, 3 + K, H/4, W/4] (None without a dense head): one backbone pass. ``low_precision``
+        (inference only, e.g. ``torch.bfloat16``): the convolutions run under autocast to it and
+        the maps come back as float32 (the dense head's last layer runs in float32)."""
+        with torch.autocast(images.device.type, dtype=low_precision, enabled=low_precision is not None):
+            if self.dense_head is None:
+                maps, dense = self.backbone(images), None
+            else:
+                every = self.backbone(images, all_stages=True)
+                maps, dense = [every[s - 1] for s in self.backbone.stages], self.dense_head(every[:3])
+        if low_precision is None:
+            return maps, dense
+        return [m.float() for m in maps], None if dense is None else dense.float()
 
     def project(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Backbone maps -> projected multi-scale maps [B, d, H_l, W_l] (GroupNorm per image)."""
@@ -122,9 +130,10 @@ class ACFormer(nn.Module):
         """Flattened multi-scale features: src, pos [B, S, d]; shapes [(H_l, W_l)]."""
         return self.flatten_maps(self.level_maps(images), *images.shape[-2:])
 
-    def forward(self, images: torch.Tensor, num_queries: int | None = None) -> dict:
+    def forward(self, images: torch.Tensor, num_queries: int | None = None,
+                low_precision: torch.dtype | None = None) -> dict:
         h, w = images.shape[-2:]
-        feats, dense = self.backbone_maps(images)
+        feats, dense = self.backbone_maps(images, low_precision)
         src, pos, shapes = self.flatten_maps(self.project(feats), h, w)
         out = self.decode(src, pos, shapes, h, w, num_queries)
         if dense is not None:

@@ -96,11 +96,18 @@ class ACFormerDetector:
     WINDOWS_PER_SIDE = 5
 
     def __init__(self, model, cfg: ACFormerConfig, name: str = "acformer", device="cpu",
-                 threshold: float | None = None, batch_size: int = 4, windowed: bool | None = None):
+                 threshold: float | None = None, batch_size: int = 4, windowed: bool | None = None,
+                 fast: bool = False, precision: str = "auto"):
+        from ...engine.devices import inference_dtype
+
+        if fast and model.dense_head is None:
+            raise JobError(f"fast detection needs a model with a dense head; {name} has none")
         self.model = model.eval().to(device)
         # NHWC convolutions are ~10% faster on CPU (oneDNN); the weights are unchanged
         self.model.backbone.to(memory_format=torch.channels_last)
         self.cfg, self.name, self.device = cfg, name, torch.device(device)
+        self.fast = bool(fast)
+        self.low_precision = inference_dtype(precision, self.device)
         self.classes = list(cfg.classes)
         self.mpp = cfg.mpp
         self.threshold = cfg.score_threshold if threshold is None else float(threshold)
@@ -110,6 +117,9 @@ class ACFormerDetector:
         self.set_window(int(cfg.tile_size), int(cfg.overlap))
         target = getattr(cfg, "stain_target", None)
         self.stain_target = None if target is None else np.asarray(target, np.float64)
+        spread = getattr(cfg, "stain_spread", None)
+        self.stain_spread = None if spread is None else np.asarray(spread, np.float64)
+        self.stain_radius = getattr(cfg, "stain_radius", None)  # None: every image is matched
         self.stain_lut = None
 
     def prepare(self, thumbnail: np.ndarray, tissue: np.ndarray) -> None:
@@ -122,12 +132,13 @@ class ACFormerDetector:
     def adapt_stain(self, source_stats) -> None:
         """Match the tiles that follow to the training stain: ``source_stats`` = OD statistics
         [2, 3] of the image or slide being processed (:mod:`..stain`); None = no mapping. No-op
-        for models without a stain target."""
-        from ..stain import od_lut
+        for models without a stain target, and for an image within the model's stain radius of
+        it (the training stains: :func:`..stain.matching_lut`)."""
+        from ..stain import matching_lut
 
         self.stain_lut = None
         if self.stain_target is not None and source_stats is not None:
-            self.stain_lut = od_lut(source_stats, self.stain_target)
+            self.stain_lut = matching_lut(source_stats, self.stain_target, self.stain_spread, self.stain_radius)
 
     def set_window(self, window: int, overlap: int) -> None:
         """Set the network's input size and overlap (px); derives the detect job's ``tile_size``
@@ -156,13 +167,19 @@ class ACFormerDetector:
                 from ..stain import apply_lut
 
                 chunk = [apply_lut(t, self.stain_lut) for t in chunk]
-            if self.dense_mix >= 1:
+            if self.head_only:
                 out = self._head_only(chunk)
             else:
                 out = self._windowed(chunk) if self.use_windows else self._lone(chunk)
             for (p, q), t in zip(out, chunk):
                 results.append(postprocess(p, q, self.threshold, t.shape[:2], self.min_distance))
         return results
+
+    @property
+    def head_only(self) -> bool:
+        """The dense head's peaks are the detections (fast mode, or a model with ``dense_mix`` 1):
+        the transformer is skipped."""
+        return self.model.dense_head is not None and (self.fast or self.cfg.dense_mix >= 1)
 
     @property
     def dense_mix(self) -> float:
@@ -188,7 +205,7 @@ class ACFormerDetector:
         x, shapes = _to_batch(chunk, self.model.stride, self.device)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            _, dense = self.model.backbone_maps(x)
+            _, dense = self.model.backbone_maps(x, self.low_precision)
         out = []
         for (dp, dq), (h, w) in zip(dense_peaks(dense, DENSE_PEAK_MIN), shapes):
             k = (dp[:, 0] < h - 0.5) & (dp[:, 1] < w - 0.5) & (dq.max(-1) >= self.threshold)
@@ -201,7 +218,7 @@ class ACFormerDetector:
         x, _ = _to_batch(chunk, self.model.stride, self.device)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            out = self.model(x)
+            out = self.model(x, low_precision=self.low_precision)
         res = [(p.cpu().numpy(), q.float().cpu().numpy()) for p, q in zip(*_points_probs(out, x))]
         if self.dense_mix > 0:
             res = [self._fuse(p, q, out["dense"][j:j + 1], t.shape[:2]) for j, ((p, q), t) in enumerate(zip(res, chunk))]
@@ -219,7 +236,8 @@ class ACFormerDetector:
               .to(self.device) for t, (h, w) in zip(chunk, shapes)]
         out = []
         fuse = self.dense_mix > 0
-        for p, q, win, dense in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap, dense=True):
+        for p, q, win, dense in windowed_predict(self.model, xs, shapes, self.window, self.window_overlap, dense=True,
+                                                 low_precision=self.low_precision):
             p, q, win = p.cpu().numpy(), q.float().cpu().numpy(), win.cpu().numpy()
             if fuse:  # fused points belong to no one window: any two closer than the seam radius merge
                 p, q = self._fuse(p, q, dense, shapes[len(out)])
@@ -247,8 +265,11 @@ def model_from_state(state: dict, config: dict, what: str = "AC-Former"):
     return model.eval(), cfg
 
 
-def load_acformer(name_or_path: str | os.PathLike, device="auto", threshold: float | None = None) -> ACFormerDetector:
-    """Load a model folder (or bundled / user model name) of kind ``acformer-detector``."""
+def load_acformer(name_or_path: str | os.PathLike, device="auto", threshold: float | None = None,
+                  fast: bool = False, precision: str = "auto") -> ACFormerDetector:
+    """Load a model folder (or bundled / user model name) of kind ``acformer-detector``;
+    ``fast``: the dense head alone (:attr:`ACFormerDetector.head_only`); ``precision``: see
+    :func:`...engine.devices.inference_dtype`."""
     from ...engine.devices import pick_device
     from ...models import load_checkpoint
 
@@ -256,4 +277,4 @@ def load_acformer(name_or_path: str | os.PathLike, device="auto", threshold: flo
     model, cfg = model_from_state(state, config, f"model {name_or_path}")
     dev = pick_device(device) if isinstance(device, str) else device
     name = config.get("name") or os.path.basename(os.path.normpath(str(name_or_path)))
-    return ACFormerDetector(model, cfg, name=name, device=dev, threshold=threshold)
+    return ACFormerDetector(model, cfg, name=name, device=dev, threshold=threshold, fast=fast, precision=precision)

@@ -52,10 +52,10 @@ def check_window(model, window: int, overlap: int) -> None:
                          f"({step}) of {coarse} px")
 
 
-def _window_maps(model, image: torch.Tensor, window: int, origins: list[tuple[int, int]]):
+def _window_maps(model, image: torch.Tensor, window: int, origins: list[tuple[int, int]], low_precision=None):
     """image [1, 3, H, W] -> (per level, the projected maps of every window [n, d, h_l, w_l];
     the dense head's output on the whole image [1, 3 + K, H/4, W/4] or None)."""
-    feats, dense = model.backbone_maps(image)
+    feats, dense = model.backbone_maps(image, low_precision)
     nb = len(feats)
     strides = model.backbone.strides
 
@@ -76,7 +76,8 @@ def _window_maps(model, image: torch.Tensor, window: int, origins: list[tuple[in
 
 @torch.no_grad()
 def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, int]], window: int,
-                     overlap: int, max_windows: int = 64, dense: bool = False) -> list[tuple]:
+                     overlap: int, max_windows: int = 64, dense: bool = False,
+                     low_precision: torch.dtype | None = None) -> list[tuple]:
     """Predict on tiles with the transformer on ``window`` px windows.
 
     images: tiles [3, H_i, W_i] float RGB in [0, 1], padded to the layout sizes of ``sizes``
@@ -85,6 +86,7 @@ def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, i
     restricted to the window cores (nothing in the padding), and the window index of each point.
     ``max_windows`` bounds the transformer batch (memory). With ``dense`` each tuple also holds
     the dense head's output on the whole padded tile [1, 3 + K, H_i/4, W_i/4] (None without a head).
+    ``low_precision``: the backbone's dtype under autocast (:meth:`ACFormer.backbone_maps`).
     """
     step = window - overlap
     check_window(model, window, overlap)
@@ -96,7 +98,7 @@ def windowed_predict(model, images: list[torch.Tensor], sizes: list[tuple[int, i
             raise ValueError(f"tile of {h} x {w} px must be padded to {hp} x {wp}, got {tuple(img.shape[-2:])}")
         wins = [(y, x, yc, xc) for y, yc in zip(ys, ycores) for x, xc in zip(xs, xcores)]
         x_in = img[None].contiguous(memory_format=torch.channels_last)
-        maps, dense_out = _window_maps(model, x_in, window, [(y, x) for y, x, _, _ in wins])
+        maps, dense_out = _window_maps(model, x_in, window, [(y, x) for y, x, _, _ in wins], low_precision)
         per_tile_maps.append(maps)
         per_tile_dense.append(dense_out)
         per_tile_windows.append(wins)

@@ -192,10 +192,12 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     if cfg.stain_target is not None:
         # train on what the detector will see: each image matched to the training stain once; the
         # job's own detectors then work on these images as they are (no second mapping)
-        from ...stain import apply_lut, od_lut, od_stats
+        from ...stain import apply_lut, matching_lut, od_stats
 
         for it in items:
-            it.image = apply_lut(it.image, od_lut(od_stats(it.image), cfg.stain_target))
+            lut = matching_lut(od_stats(it.image), cfg.stain_target, cfg.stain_spread, cfg.stain_radius)
+            if lut is not None:
+                it.image = apply_lut(it.image, lut)
     det_cfg = cfg.replace(stain_target=None)
     avail_fine = any(it.has("fine") for it in items) or any(len(it.extra_points) for it in items)
     if not avail_fine and not m.pseudo:
