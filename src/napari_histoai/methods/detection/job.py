@@ -41,7 +41,7 @@ def detect_image_job(
 
     name = model or default_detector()
     yield Progress(0, 0, f"loading {name}" + (" (fast)" if fast else ""))
-    detector = load_detector(name, device=device, fast=True) if fast else load_detector(name, device=device)
+    detector = load_detector(name, device=device, fast=fast)
     result = yield from infer(image, detector, region, mpp=mpp, tissue_only=tissue_only,
                               batch_size=batch_size, cancel=cancel)
     if min_score > 0:
