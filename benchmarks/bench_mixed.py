@@ -36,17 +36,17 @@ from _common import DATA, save, table  # noqa: E402
 
 ARMS = {
     "fine": dict(pseudo=False, negatives=False),
-    "mixed": dict(pseudo=True, negatives=True),
-    "mixed+global": dict(pseudo=True, negatives=True, global_loss=True),
+    "mixed": dict(pseudo=True, negatives=True, T=None),  # T = the model's operating threshold
+    "mixed+global": dict(pseudo=True, negatives=True, global_loss=True, T=None),
     # only confident predictions become pseudo labels: at 0.4 the bundled model's precision on the
     # train hold-out is 0.75 (0.68 at its 0.3 operating point); the rest of the image is ignored
     "mixed (confident pseudo)": dict(pseudo=True, negatives=True, T=0.4),
     "mixed (confident pseudo; R 4:1:1)": dict(pseudo=True, negatives=True, T=0.4, ratio=(4, 1, 1)),
     "fine + negatives": dict(pseudo=False, negatives=True),
-    "pseudo only": dict(pseudo=True, negatives=False),
+    "pseudo only": dict(pseudo=True, negatives=False, T=None),
     # the paper's rules taken literally for points: every prediction >= 0.05 in a kept patch is a
     # soft target (clip(s V)), and kept patches are complete (unmatched proposals = background)
-    "mixed (paper rules)": dict(pseudo=True, negatives=True, pseudo_floor=0.05, pseudo_negatives=True),
+    "mixed (paper rules)": dict(pseudo=True, negatives=True, pseudo_floor=0.05, pseudo_negatives=True, T=None),
 }
 
 

@@ -146,14 +146,16 @@ def test_cli_trains_on_a_project_folder(tmp_path, capsys):
     assert main(args[:4] + ["other"] + args[5:12] + ["2:1"] + args[13:]) == 2  # a bad --mix-ratio
 
 
-def test_default_trains_on_corrections_without_pseudo_labels(tmp_path):
-    """The default (the dock's and the CLI's) is what the simulated user measured best: the
-    reviewed points and no-target regions only; no pseudo labels from the start model."""
+def test_default_is_confident_pseudo_labels_and_can_be_turned_off(tmp_path):
+    """The default (the dock's and the CLI's) is what the simulated user measured best from the
+    bundled model: corrections, no-target regions and confident pseudo labels (T 0.4) at 4:1:1;
+    ``pseudo=False`` trains on the corrections alone (no pseudo labels from the start model)."""
     torch.set_num_threads(2)
     tiny_model()
-    it, _ = item(CLASSES)
     m = MixedConfig(rounds=1, steps=2, val_fraction=0.3, views="crop", holdout_block=48)
-    assert not m.pseudo and m.global_loss is False
+    assert m.pseudo and m.T == 0.4 and tuple(m.ratio) == (4, 1, 1) and m.global_loss is False
+    it, _ = item(CLASSES)
+    m = MixedConfig(rounds=1, steps=2, val_fraction=0.3, views="crop", holdout_block=48, pseudo=False)
     res = run_job(mixed_train_job("tiny-start", [it], tmp_path / "m0", m, seed=0))
     assert res["rounds"][0]["pseudo"] == {}
 

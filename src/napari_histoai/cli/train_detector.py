@@ -52,13 +52,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--start-model", default=None, help="model to fine-tune (default: the project's model, else the bundled one)")
     g.add_argument("--rounds", type=positive_int, default=2, help="EM rounds (pseudo labels re-predicted each round)")
     g.add_argument("--pseudo-t", type=unit_float, default=None,
-                   help="T: pseudo patches whose best score is below T are dropped (default: the model's score threshold)")
+                   help="T: pseudo patches whose best score is below T are dropped (default 0.4: confident ones only)")
     g.add_argument("--pseudo-v", type=positive_float, default=4.0, help="V: pseudo weight = clip(score * V, 0, 1)")
-    g.add_argument("--mix-ratio", default="2:1:1", help="R: fine:pseudo:negative crops per batch (paper 2:1:7)")
+    g.add_argument("--mix-ratio", default="4:1:1", help="R: fine:pseudo:negative crops per batch (paper 2:1:7)")
     g.add_argument("--pseudo", action="store_true",
-                   help="also pseudo labels from the start model outside reviewed regions (off by default: "
-                        "on the simulated user they cost F_c)")
-    g.add_argument("--no-pseudo", action="store_true", help="fine labels (and no-target regions) only: the default")
+                   help="pseudo labels from the start model outside reviewed regions: the default (kept for old scripts)")
+    g.add_argument("--no-pseudo", action="store_true",
+                   help="fine labels (and no-target regions) only, no pseudo labels")
     g.add_argument("--budget-seconds", type=nonnegative_float, default=0.0, help="CPU-time budget for the whole run (0 = none)")
     g.add_argument("--val-fraction", type=fraction_below_one, default=0.2, help="part of the reviewed regions held out for validation")
     return p
@@ -142,7 +142,7 @@ def run_project(args) -> int:
         start = default_detector()
     onoff = {None: None, "on": True, "off": False}
     m = mixed_config(ratio=args.mix_ratio, rounds=args.rounds, steps=args.steps, T=args.pseudo_t, V=args.pseudo_v,
-                     pseudo=args.pseudo and not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
+                     pseudo=not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
                      lr=args.lr, views=args.views, global_loss=onoff[args.global_loss], fusestyle=onoff[args.fusestyle])
     extra = {"command": " ".join(["histoai"] + sys.argv[1:]), "projects": [str(p.root) for p in projects]}
     job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra,

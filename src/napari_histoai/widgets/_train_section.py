@@ -48,13 +48,13 @@ class TrainSection(QWidget):
         self.name_edit.setPlaceholderText("name of the new model")
         self.rounds = _spin(1, 10, 2)
         self.steps = _spin(1, 100000, 250, 10)   # x 2 rounds: ~5 CPU-minutes on ten 500 px images
-        self.T = _spin(0.0, 1.0, 0.0, 0.05, 2)
+        self.T = _spin(0.0, 1.0, 0.4, 0.05, 2)   # confident pseudo labels only
         self.T.setSpecialValueText("model's threshold")  # 0 = auto
         self.V = _spin(1.0, 20.0, 4.0, 0.5, 1)
-        self.ratio = QLineEdit("2:1:1")
+        self.ratio = QLineEdit("4:1:1")
         self.ratio.setToolTip("crops per batch: fine (reviewed) : pseudo labels : no-target (paper 2:1:7)")
         self.pseudo_check = QCheckBox("Pseudo labels outside reviewed regions (EM rounds)")
-        self.pseudo_check.setChecked(False)   # measured: corrections + no-target regions alone do best
+        self.pseudo_check.setChecked(True)    # measured: the best arm from the bundled model (README)
         self.views_combo = QComboBox()
         self.views_combo.addItems(list(VIEWS))
         self.global_check = QCheckBox("Global (EMA) loss")

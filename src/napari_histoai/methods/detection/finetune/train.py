@@ -51,13 +51,13 @@ class MixedConfig:
     steps: int = 250                  # optimiser steps per round (a maximum when budget_seconds > 0);
                                       # 2 x 250 ~ 5 CPU-minutes on ten 500 px images
     budget_seconds: float = 0.0       # CPU seconds (process time) for the whole job; 0 = no limit
-    T: Optional[float] = None         # pseudo patch kept if its best score >= T (None = the model's
-                                      # operating score threshold; the paper's 0.4 is for its maps)
+    T: Optional[float] = 0.4          # pseudo patch kept if its best score >= T (None = the model's
+                                      # operating score threshold): confident pseudo labels only
     V: float = DEFAULTS["V"]          # pseudo weight = clip(score * V, 0, 1)
     zero_below: float = DEFAULTS["zero_below"]  # weights below this (after scaling) -> 0
-    ratio: tuple = (2, 1, 1)          # fine : pseudo : negative crops per batch (paper 2:1:7)
-    pseudo: bool = False              # True = pseudo labels from the model outside reviewed regions;
-                                      # off by default: on the simulated user they cost F_c (README)
+    ratio: tuple = (4, 1, 1)          # fine : pseudo : negative crops per batch (paper 2:1:7)
+    pseudo: bool = True               # pseudo labels from the model outside reviewed regions: from the
+                                      # bundled model the best arm of the simulated user on 3 seeds (README)
     negatives: bool = True
     pseudo_floor: Optional[float] = None  # predictions below this score are not pseudo labels
                                       # (None = T: only what the model would report; paper-style 0.05)
