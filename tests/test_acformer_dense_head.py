@@ -31,6 +31,22 @@ def test_targets_mark_the_centre_cell_offset_and_class():
     assert 0 < heat[0, 0, 3, 5] < 1 and heat[0, 0, 15, 0] < 1e-3  # Gaussian falls off
 
 
+def test_class_weights_scale_each_class_in_the_loss():
+    """``dense_class_weights``: a wrongly classified nucleus of an up-weighted class costs more,
+    one of a down-weighted class less; the heat and offset terms are unchanged."""
+    from napari_histoai.methods.detection.dense_head import dense_loss
+
+    torch.manual_seed(0)
+    dense = torch.randn(1, 3 + 4, 16, 16)
+    t = [_targets([[10.0, 21.0], [40.0, 40.0]], [3, 3], 64)]
+    plain = dense_loss(dense, t, 4.0)
+    up = dense_loss(dense, t, 4.0, class_weights=[1.0, 1.0, 1.0, 3.0])
+    down = dense_loss(dense, t, 4.0, class_weights=[1.0, 1.0, 1.0, 0.0])
+    ce = plain - down                                            # the class term alone
+    assert ce > 0 and torch.allclose(up, down + 3 * ce, atol=1e-5)
+    assert torch.allclose(dense_loss(dense, t, 4.0, class_weights=[5.0, 5.0, 5.0, 1.0]), plain)
+
+
 def test_pseudo_points_are_not_positives():
     t = _targets([[10.0, 21.0]], [1], 64)
     t["weights"] = torch.tensor([0.4])

@@ -256,6 +256,8 @@ def detector_folder(tmp_path):
     ({"stain_target": [[1, 2, 3]]}, "'stain_target'"),
     ({"stain_spread": [[0.1, 0.1, -0.1], [0.1, 0.1, 0.1]]}, "'stain_spread' must be null or two rows"),
     ({"stain_radius": -1.0}, "'stain_radius' must be null or a non-negative number"),
+    ({"dense_class_weights": [1, -2]}, "'dense_class_weights' must be null or a list of non-negative numbers"),
+    ({"dense_class_weights": [1, 2]}, "'dense_class_weights' needs one weight per class"),
     ({"bogus": 1}, "unknown AC-Former config keys: bogus"),
 ])
 def test_a_mistyped_detector_config_names_the_field(detector_folder, fields, match):

@@ -60,6 +60,8 @@ RULES = {
     "stain_target": (_stain_ok, "null or [[mean OD R, G, B], [std OD R, G, B]]"),
     "stain_spread": (_spread_ok, "null or two rows of 3 non-negative numbers (spread of the training stains)"),
     "stain_radius": (lambda v: v >= 0, "null or a non-negative number"),
+    "dense_class_weights": (lambda v: len(v) > 0 and all(has_type(x, float) and x >= 0 for x in v),
+                            "null or a list of non-negative numbers, one per class"),
 }
 # (field, field it must divide, why)
 DIVIDES = [("n_heads", "d_model", "attention heads"), ("gn_groups", "d_model", "GroupNorm"),
@@ -95,6 +97,7 @@ class ACFormerConfig:
     dense_weight: float = 1.0           # weight of its loss (on the ground truth only, not the global loss)
     dense_sigma: float = 4.0            # Gaussian of its centre targets (px at mpp)
     dense_mix: float = 0.5              # inference: weight of the head in the fused score (0 = queries only)
+    dense_class_weights: list = None    # per-class weights of its cross-entropy (None = equal)
     # --- data -----------------------------------------------------------------------------
     mpp: float = 0.5                    # µm/px the model works at (CRCHistoPhenotypes 20x)
     crop_size: int = 256                # training crop (px at mpp) fed to the global network
@@ -178,6 +181,9 @@ class ACFormerConfig:
             if getattr(self, name) % 4:
                 raise JobError(f"AC-Former config field {name!r} must be a multiple of 4 (sine position "
                                f"embeddings), got {getattr(self, name)}")
+        if self.dense_class_weights is not None and len(self.dense_class_weights) != len(self.classes):
+            raise JobError(f"AC-Former config field 'dense_class_weights' needs one weight per class "
+                           f"({len(self.classes)}), got {len(self.dense_class_weights)}")
         if self.overlap >= self.tile_size:
             raise JobError(f"AC-Former config field 'overlap' must be smaller than tile_size ({self.tile_size}), "
                            f"got {self.overlap}")

@@ -97,10 +97,12 @@ def dense_targets(targets: list, h: int, w: int, sigma_px: float, device) -> tup
     return heat, off, cls, centre
 
 
-def dense_loss(dense: torch.Tensor, targets: list, sigma_px: float, ignore: torch.Tensor | None = None) -> torch.Tensor:
+def dense_loss(dense: torch.Tensor, targets: list, sigma_px: float, ignore: torch.Tensor | None = None,
+               class_weights=None) -> torch.Tensor:
     """Loss of the head's output ``dense`` [B, 3 + K, h/4, w/4] on views of h x w px: centre
     focal loss + L1 offsets + class cross-entropy, each normalised by the number of centres.
-    ``ignore`` bool [B, h, w]: cells mostly in it get no heat loss (unknown areas)."""
+    ``ignore`` bool [B, h, w]: cells mostly in it get no heat loss (unknown areas);
+    ``class_weights`` [K] (None = equal): weights of the classes in the cross-entropy."""
     B, _, gh, gw = dense.shape
     heat, off, cls, centre = dense_targets(targets, gh * STRIDE, gw * STRIDE, sigma_px, dense.device)
     logit = dense[:, :1]
@@ -117,7 +119,8 @@ def dense_loss(dense: torch.Tensor, targets: list, sigma_px: float, ignore: torc
     if centre.any():
         loss = loss + (dense[:, 1:3].sigmoid() - off).abs().sum(1)[centre].sum() / n
     if (cls >= 0).any():
-        loss = loss + F.cross_entropy(dense[:, 3:], cls, ignore_index=-1, reduction="sum") / n
+        w = None if class_weights is None else torch.as_tensor(class_weights, dtype=dense.dtype, device=dense.device)
+        loss = loss + F.cross_entropy(dense[:, 3:], cls, weight=w, ignore_index=-1, reduction="sum") / n
     return loss
 
 

@@ -159,14 +159,15 @@ class Trainer:
         if cfg.dense_only:
             with torch.no_grad():
                 feats = self.model.backbone(v.detach(), all_stages=True)
-            dl = dense_loss(self.model.dense_head(feats[:3]), view_targets, cfg.dense_sigma, ign_v)
+            dl = dense_loss(self.model.dense_head(feats[:3]), view_targets, cfg.dense_sigma, ign_v,
+                            cfg.dense_class_weights)
             self._optimizer_step(cfg.dense_weight * dl)
             self.n += 1
             return {"loss": float(dl.detach()), "class": 0.0, "point": 0.0, "dense": float(dl.detach())}
         outputs = self.model(v)
         loss, parts = self.criterion(outputs, view_targets)
         if "dense" in outputs:
-            dl = dense_loss(outputs["dense"], view_targets, cfg.dense_sigma, ign_v)
+            dl = dense_loss(outputs["dense"], view_targets, cfg.dense_sigma, ign_v, cfg.dense_class_weights)
             loss = loss + cfg.dense_weight * dl
             parts["dense"] = float(dl.detach())
         if cfg.global_loss and self.n >= self.global_warmup:
