@@ -137,3 +137,13 @@ def test_cancel_training_keeps_the_previous_model(make_napari_viewer, qtbot, ima
     qtbot.waitUntil(lambda: not w.train.panel.running, timeout=60_000)
     assert w.train.panel.status.text() == "Cancelled" and w.train.train_btn.isEnabled()
     assert "never-saved" not in list_models() and w.train.model_combo.currentText() == "tiny-start"
+
+
+def test_train_section_defaults_to_confident_pseudo_labels(make_napari_viewer):
+    """The dock trains as the simulated user measured best (pseudo labels at T 0.4, R 4:1:1);
+    T at its special value "model's threshold" means the start model's threshold (None)."""
+    w = cw.CorrectWidget(make_napari_viewer())
+    m = w.train.config()
+    assert m.pseudo and m.T == 0.4 and tuple(m.ratio) == (4, 1, 1)
+    w.train.T.setValue(0.0)
+    assert w.train.T.text() == "model's threshold" and w.train.config().T is None

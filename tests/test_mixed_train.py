@@ -157,7 +157,13 @@ def test_default_is_confident_pseudo_labels_and_can_be_turned_off(tmp_path):
     it, _ = item(CLASSES)
     m = MixedConfig(rounds=1, steps=2, val_fraction=0.3, views="crop", holdout_block=48, pseudo=False)
     res = run_job(mixed_train_job("tiny-start", [it], tmp_path / "m0", m, seed=0))
-    assert res["rounds"][0]["pseudo"] == {}
+    assert res["rounds"][0]["pseudo"] == {} and res["T"] == 0.4
+    # T None (the dock's "model's threshold") is the start model's operating threshold, not the default
+    from napari_histoai.models import read_config, resolve_model
+
+    m0 = MixedConfig(rounds=1, steps=1, val_fraction=0.3, views="crop", holdout_block=48, T=None)
+    res = run_job(mixed_train_job("tiny-start", [item(CLASSES)[0]], tmp_path / "m1", m0, seed=0))
+    assert res["T"] == read_config(resolve_model("tiny-start"))["architecture"]["score_threshold"] != 0.4
 
 
 def test_corrections_train_a_head_trained_alone_alone_unless_asked(tmp_path):

@@ -100,10 +100,12 @@ class TrainSection(QWidget):
     def config(self):
         from ..methods.detection.finetune.job import mixed_config
 
-        return mixed_config(ratio=self.ratio.text(), rounds=self.rounds.value(), steps=self.steps.value(),
-                            T=self.T.value() or None, V=self.V.value(), pseudo=self.pseudo_check.isChecked(),
-                            views=VIEWS[self.views_combo.currentText()], global_loss=self.global_check.isChecked(),
-                            fusestyle=self.fusestyle_check.isChecked())
+        m = mixed_config(ratio=self.ratio.text(), rounds=self.rounds.value(), steps=self.steps.value(),
+                         V=self.V.value(), pseudo=self.pseudo_check.isChecked(),
+                         views=VIEWS[self.views_combo.currentText()], global_loss=self.global_check.isChecked(),
+                         fusestyle=self.fusestyle_check.isChecked())
+        m.T = self.T.value() or None  # 0 is shown as "model's threshold": None, not the 0.4 default
+        return m
 
     def start(self):
         """Start training; returns the worker (None when synchronous or refused)."""
