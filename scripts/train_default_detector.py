@@ -69,6 +69,12 @@ def train(args) -> int:
     else:
         va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
         data = "CRCHistoPhenotypes train (70 tiles), val (10 tiles) for selection"
+    if args.extra_monuseg:
+        more = monuseg_mask_items(cfg.mpp)
+        tr = tr + more
+        data += (f"; plus {len(more)} MoNuSeg training tiles with binary masks only (detection targets = watershed "
+                 "centres of the masks, class unknown; stain-matched as at inference; the 13 MoNuSeg tiles with "
+                 "centroids, which the benchmark scores, are not trained on)")
     extra = {"training": {"data": data, "command": " ".join(["python"] + sys.argv), "config_name": args.config,
                           **({"init_from": args.init_from, "base": base_training(args.init_from)}
                              if args.init_from else {})}}
@@ -88,6 +94,28 @@ def train(args) -> int:
                       ckpt_every=50, eval_every=args.eval_every, log_path=args.log, extra_config=extra,
                       init_from=args.init_from), show)
     return 0
+
+
+def monuseg_mask_items(model_mpp: float) -> list:
+    """The MoNuSeg training tiles that have binary masks only (17 of 30; 40x = 0.25 µm/px) as
+    detection-only items at ``model_mpp``, stain-matched to the CRCHistoPhenotypes training tiles
+    the way the detector matches an input at inference (only where it lies outside their range)."""
+    import csv
+
+    from napari_histoai.methods.detection.data import load_folder, load_mask_folder
+    from napari_histoai.methods.stain import apply_lut, matching_lut, od_stats, stain_range
+
+    mon = DATA.parent / "monuseg" / "train"
+    with open(mon / "split.csv", newline="") as f:
+        names = [r["name"] for r in csv.DictReader(f) if r["label_kind"].startswith("binary_only")]
+    items = load_mask_folder(mon / "images", mon / "masks_binary", 0.25, model_mpp, names=names)
+    home = load_folder(DATA / "train" / "images", DATA / "train" / "points", ["x"], 0.5, 0.5)
+    target, spread, radius = stain_range([it.image for it in home])
+    for it in items:
+        lut = matching_lut(od_stats(it.image), target, spread, radius)
+        if lut is not None:
+            it.image = apply_lut(it.image, lut)
+    return items
 
 
 def _raw_detections(det, items, tile: int, overlap: int, windowed: bool):
@@ -300,6 +328,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="training device: cpu (the bundled model's), cuda or auto")
     ap.add_argument("--set", action="append", help="override a config value, e.g. --set global_warmup=1200 (JSON value)")
+    ap.add_argument("--extra-monuseg", action="store_true",
+                    help="also train on the 17 MoNuSeg tiles that have binary masks only (detection targets)")
     ap.add_argument("--init-from", default=None, help="start from this AC-Former model (folder or bundled name): "
                     "its weights and configuration; added parts (e.g. --set dense_head=true) start fresh")
     ap.add_argument("--select-holdout", action="store_true", help="select checkpoints on the training hold-out "

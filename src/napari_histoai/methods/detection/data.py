@@ -16,7 +16,8 @@ import numpy as np
 from ...errors import JobError
 from ...io.points import read_points_csv
 
-__all__ = ["PointImage", "load_folder", "resample", "random_crop", "IMAGE_EXTS"]
+__all__ = ["PointImage", "load_folder", "load_mask_folder", "centroids_from_mask", "resample", "random_crop",
+           "IMAGE_EXTS"]
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -80,6 +81,57 @@ def load_folder(images: str | os.PathLike, points: str | os.PathLike, classes: l
         out.append(PointImage(p.stem, im, yx, labels))
     if not out:
         raise JobError(f"no image in {images} has a points CSV of the same name in {points}")
+    return out
+
+
+def centroids_from_mask(mask: np.ndarray, min_distance: float, min_size: int = 30) -> np.ndarray:
+    """Approximate nucleus centres [N, 2] (y, x) px of a binary nuclei mask [H, W]: touching
+    nuclei (one blob in a binary mask) are split by a distance-transform watershed whose markers
+    lie at least ``min_distance`` px apart; regions under ``min_size`` px are dropped."""
+    from scipy import ndimage as ndi
+
+    from ..contrastive.postprocess import split_instances
+
+    lab = split_instances(np.asarray(mask) > 0, min_distance=max(1, int(round(min_distance))), min_size=min_size)
+    n = int(lab.max())
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    return np.asarray(ndi.center_of_mass(np.ones_like(lab), lab, np.arange(1, n + 1)), np.float32).reshape(-1, 2)
+
+
+def load_mask_folder(images: str | os.PathLike, masks: str | os.PathLike, data_mpp: float, model_mpp: float,
+                     names: list[str] | None = None, nucleus_diameter_um: float = 6.0) -> list[PointImage]:
+    """Detection-only training items from binary nuclei masks: every image in ``images`` (or the
+    stems in ``names``) with a same-stem mask in ``masks``; centres from
+    :func:`centroids_from_mask` with markers half a ``nucleus_diameter_um`` apart, class unknown
+    (label -1), resampled from ``data_mpp`` to ``model_mpp``."""
+    images, masks = Path(images), Path(masks)
+    if not images.is_dir() or not masks.is_dir():
+        raise JobError(f"image folder {images} or mask folder {masks} not found")
+    wanted = set(names) if names is not None else None
+    out = []
+    for p in sorted(images.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTS or (wanted is not None and p.stem not in wanted):
+            continue
+        m = next((q for q in sorted(masks.glob(p.stem + ".*")) if q.suffix.lower() in IMAGE_EXTS), None)
+        if m is None:
+            continue
+        from PIL import Image
+
+        try:
+            mask = np.asarray(Image.open(m))
+        except Exception as e:  # noqa: BLE001
+            raise JobError(f"cannot read mask {m}: {e}") from None
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        im = _read_rgb(p)
+        if mask.shape != im.shape[:2]:
+            raise JobError(f"mask {m.name} is {mask.shape[1]}x{mask.shape[0]} px, its image {im.shape[1]}x{im.shape[0]}")
+        yx = centroids_from_mask(mask, 0.5 * nucleus_diameter_um / data_mpp, min_size=int(round(2.0 / data_mpp ** 2)))
+        im, yx = resample(im, yx, data_mpp / model_mpp)
+        out.append(PointImage(p.stem, im, yx, np.full(len(yx), -1, np.int64)))
+    if not out:
+        raise JobError(f"no image in {images} has a mask of the same name in {masks}")
     return out
 
 
