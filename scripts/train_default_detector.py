@@ -262,9 +262,14 @@ def model_card(cfg: dict) -> str:
     on = m.get("selected_on", "val")
     how = ("afterwards on the frozen network's features (every other weight unchanged)" if a.get("dense_only")
            else "with the transformer")
+    if a.get("dense_head") and a.get("dense_mix", 0) >= 1:
+        use = ("at inference its peaks are the detections and the transformer is skipped: on the selection"
+               "\n  split the fused score (head and query points) was not better by more than 0.005 and costs"
+               "\n  about 3x the CPU time (`\"dense_mix\"` < 1 in config.json fuses them again)")
+    else:
+        use = f"at inference its peaks are fused with the query points (weight {a.get('dense_mix', 0):g} in the score)"
     dense = (f"\n- **Dense head**: CenterNet-style centre maps at stride 4 on backbone stages 1-3, trained"
-             f"\n  {how}; at inference its peaks are fused with the query points (weight"
-             f" {a.get('dense_mix', 0):g} in the score)." if a.get("dense_head") else "")
+             f"\n  {how}; {use}." if a.get("dense_head") else "")
     b = t.get("base") or {}
     g = b if b else a   # the global loss belongs to the base network's training when there is one
     where = lambda d: f"{d.get('device')}" + (" (2 shared CPU cores)" if d.get("device") == "cpu" else "")  # noqa: E731
@@ -285,10 +290,13 @@ def model_card(cfg: dict) -> str:
              "\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
              "\n  and std per RGB channel over tissue, from the image's or slide's thumbnail)."
              if a.get("stain_target") else "")
-    if a.get("dense_head"):
+    if a.get("dense_head") and a.get("dense_mix", 0) < 1:
         stain += ("\n- **Fast mode** (`histoai detect --fast`, the dock's *Fast* box): the dense head's peaks alone,"
                   "\n  the transformer skipped. **Precision**: on CPUs with native bfloat16 the convolutions run in"
                   "\n  bfloat16 (float32 elsewhere; `HISTOAI_PRECISION=float32` forces it).")
+    elif a.get("dense_head"):
+        stain += ("\n- **Precision**: on CPUs with native bfloat16 the convolutions run in bfloat16 (float32"
+                  "\n  elsewhere; `HISTOAI_PRECISION=float32` forces it).")
     return f"""# acformer-crc: default nuclei detector (AC-Former, compact)
 
 - **Method**: AC-Former (Huang et al., ICCV 2023): two-stage deformable point transformer with

@@ -17,8 +17,9 @@ def add_parser(sub):
     p.add_argument("--min-score", type=unit_float, default=0.0, help="drop points scoring below this (0..1)")
     p.add_argument("--all-tiles", action="store_true", help="also process background (non-tissue) tiles")
     p.add_argument("--fast", action="store_true",
-                   help="the model's dense head alone, skipping its transformer: about 3x faster, F_d within 0.01 "
-                        "(bundled model; see the README's detection table)")
+                   help="for AC-Former models that fuse a dense head's peaks with the transformer's points: "
+                        "the head alone, skipping the transformer (about 3x faster, F_d within 0.01); the bundled "
+                        "model already runs this way")
     p.add_argument("--batch-size", type=positive_int, default=4)
     mpp_option(p)
     return p

@@ -89,8 +89,10 @@ class DetectWidget(QWidget):
         self.pixel_size = PixelSizeRow()
         self.image_combo.currentTextChanged.connect(self._image_changed)
         self.fast_check = QCheckBox("Fast (dense head only)")
-        self.fast_check.setToolTip("AC-Former models with a dense head: its peaks alone, the transformer skipped; "
-                                   "about 3x faster for nearly the same points (see the README's detection table)")
+        self.fast_check.setToolTip("AC-Former models that fuse a dense head's peaks with the transformer's points: "
+                                   "the head's peaks alone, the transformer skipped, about 3x faster for nearly the "
+                                   "same points. The bundled acformer-crc already runs this way (its selection "
+                                   "split found the fused points no better); see the README's detection table")
         self.replace_check = QCheckBox("Replace the previous result")
         self.replace_check.setChecked(True)
         self.detect_btn = QPushButton("Detect nuclei")
