@@ -42,6 +42,10 @@ ARMS = {
     # train hold-out is 0.75 (0.68 at its 0.3 operating point); the rest of the image is ignored
     "mixed (confident pseudo)": dict(pseudo=True, negatives=True, T=0.4),
     "mixed (confident pseudo; R 4:1:1)": dict(pseudo=True, negatives=True, T=0.4, ratio=(4, 1, 1)),
+    # kept pseudo patches as complete maps: every prediction at the model's own threshold is a
+    # (weighted) target and the rest of the patch background, which anchors the head's calibration
+    "mixed (complete pseudo patches; R 4:1:1)": dict(pseudo=True, negatives=True, T=0.4, ratio=(4, 1, 1),
+                                                    pseudo_floor=0.25, pseudo_negatives=True),
     "fine + negatives": dict(pseudo=False, negatives=True),
     "pseudo only": dict(pseudo=True, negatives=False, T=None),
     # the paper's rules taken literally for points: every prediction >= 0.05 in a kept patch is a

@@ -104,7 +104,7 @@ def test_em_rounds_save_a_model_and_cancel_saves_nothing(tmp_path):
     from napari_histoai.models import read_config
 
     cfg = read_config(tmp_path / "m1")
-    assert cfg["training"]["start_model"] == "tiny-start" and cfg["metrics"]["selected_round"] in (1, 2)
+    assert cfg["training"]["start_model"] == "tiny-start" and cfg["metrics"]["selected_round"] in (0, 1, 2)
     # cancel in the middle: no folder, no half-saved model
     flag, n = CancelFlag(), [0]
 
@@ -184,10 +184,39 @@ def test_corrections_train_a_head_trained_alone_alone_unless_asked(tmp_path):
                                                              "mpp": cfg.mpp})
     it, _ = item(CLASSES)
     for dense_only, out in ((None, "head"), (False, "all")):
-        m = MixedConfig(rounds=1, steps=3, val_fraction=0.3, views="crop", holdout_block=48, dense_only=dense_only)
+        # no hold-out: the trained round is saved whatever it scores
+        m = MixedConfig(rounds=1, steps=3, val_fraction=0.0, views="crop", holdout_block=48, dense_only=dense_only)
         run_job(mixed_train_job("tiny-dense", [it], tmp_path / out, m, seed=0))
         state, _ = load_checkpoint(tmp_path / out)
         moved = {k for k, v in state.items() if v.is_floating_point() and not torch.allclose(v.float(), start[k].float())}
         assert any(k.startswith("dense_head.") for k in moved)
         others = {k for k in moved if not k.startswith("dense_head.")}
         assert (not others) if dense_only is None else others
+
+
+def test_a_round_that_loses_on_the_held_out_corrections_is_not_saved(data_dir, tmp_path):
+    """The bundled model on a real CRCHistoPhenotypes image whose left half is reviewed: a
+    wrecking learning rate makes the trained round score below the start model on the held-out
+    reviewed blocks, so the saved model keeps the start weights (round 0) and says so."""
+    from napari_histoai.methods.detection.finetune.data import make_mixed_image
+    from napari_histoai.models import load_checkpoint, read_config, resolve_model
+    from napari_histoai.io.points import read_points_csv
+    from PIL import Image
+
+    from napari_histoai.methods.detection.configs import CLASSES as ALL
+
+    torch.set_num_threads(2)
+    d = data_dir / "crchisto" / "val"
+    im = np.asarray(Image.open(d / "images" / "img16.png").convert("RGB"))
+    t = read_points_csv(d / "points" / "img16.csv")
+    h, w = im.shape[:2]
+    it = make_mixed_image("img16", im, t.yx, list(t.classes), ALL,
+                          [np.array([[0, 0], [0, w // 2], [h, w // 2], [h, 0]])], [])
+    m = MixedConfig(rounds=1, steps=3, lr=1.0, val_fraction=0.3, holdout_block=96, pseudo=False, negatives=False)
+    res = run_job(mixed_train_job("acformer-crc", [it], tmp_path / "wrecked", m, seed=0))
+    assert res["val_before"]["f_d"] > 0.3 and res["rounds"][0]["val"]["f_d"] < res["val_before"]["f_d"]
+    assert res["selected_round"] == 0 and res["val"] == res["val_before"]
+    start, _ = load_checkpoint(resolve_model("acformer-crc"))
+    saved, _ = load_checkpoint(tmp_path / "wrecked")
+    assert all(torch.equal(saved[k].float(), start[k].float()) for k in start)
+    assert read_config(tmp_path / "wrecked")["metrics"]["selected_round"] == 0

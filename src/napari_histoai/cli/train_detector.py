@@ -148,5 +148,5 @@ def run_project(args) -> int:
     job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra,
                                 image_mpp=args.mpp)
     summary = run_with_tqdm(job, desc="train-detector --project")
-    print(json_line({k: summary[k] for k in ("model", "start_model", "val_before", "val", "steps", "cpu_seconds")}))
+    print(json_line({k: summary[k] for k in ("model", "start_model", "val_before", "val", "selected_round", "steps", "cpu_seconds")}))
     return 0

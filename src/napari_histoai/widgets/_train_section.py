@@ -150,6 +150,9 @@ class TrainSection(QWidget):
         if a:
             msg += (f"\nHeld-out reviewed blocks: F_d {b.get('f_d', 0):.3f} -> {a['f_d']:.3f}, "
                     f"mean F_c {b.get('mean_f_c', 0):.3f} -> {a['mean_f_c']:.3f}")
+            if summary.get("selected_round") == 0:
+                msg += ("\nTraining did not beat the start model there, so the saved model keeps its "
+                        "weights: review more regions or train longer.")
         else:
             msg += "\n(no validation: the reviewed regions are too small to hold a part out)"
         self.result.setText(msg)

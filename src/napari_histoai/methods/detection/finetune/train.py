@@ -9,7 +9,7 @@ merged); predictions in the unreviewed area become pseudo labels by the rules of
 round; each batch mixes fine / pseudo / negative crops at the ratio R; AC-Former's view
 generator (AAT / random affine / crop), global EMA loss and FuseStyle are switches. After every
 round the global network is validated on the held-out reviewed blocks (F_d, mean F_c); the best
-round is saved (atomically, only at the very end: a cancelled job leaves every existing model
+of the start weights (round 0) and the rounds is saved (atomically, only at the very end: a cancelled job leaves every existing model
 untouched).
 """
 
@@ -212,7 +212,12 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
 
     T = float(m.T) if m.T is not None else float(cfg.score_threshold)
     val_before = validate(detector(), items)
-    best_state, best_val, best_round = None, val_before, 0
+    # the start weights are round 0: a round is kept only if it beats them on the held-out reviewed
+    # blocks (without a hold-out, the last round); so training never saves a model the user's own
+    # held-out corrections score worse (from the head-only bundled model, 5 CPU-minutes of head
+    # training raised its scores and lost precision: README, "Correct and train")
+    best_state = {k: t.detach().cpu().clone() for k, t in ema.module.state_dict().items()}
+    best_val, best_round = val_before, 0
     total = m.rounds * m.steps
     budget = m.budget_seconds if m.budget_seconds and m.budget_seconds > 0 else None
     rounds = []
@@ -251,7 +256,7 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
         rounds.append({"round": r, "steps": done_round, "val": val, "pseudo": stats})
         yield Progress(tr.n, total, f"round {r}: validation " + (f"F_d {val['f_d']:.3f}" if val else "n/a"),
                        {"val": val, "round": r, "step": tr.n})
-        if best_state is None or not val or _score(val) >= _score(best_val):
+        if not val or _score(val) > _score(best_val):
             best_state = {k: t.detach().cpu().clone() for k, t in ema.module.state_dict().items()}
             best_val, best_round = val, r
         if budget is not None and time.process_time() - t_start >= budget:
