@@ -75,6 +75,9 @@ def test_correct_autosave_train_and_restore(make_napari_viewer, qtbot, image_fil
     w.train.start()
     assert w.train.last_summary is not None, w.train.panel.last_error
     assert "Saved model 'my-corrections'" in w.train.result.text()
+    # the dock says when the held-out reviewed blocks kept the start weights (round 0)
+    kept = w.train.last_summary["selected_round"] == 0
+    assert ("did not beat the start model" in w.train.result.text()) == kept
     assert len(w.train.plot.series["loss"]) == 2
     assert w.train.model_combo.currentText() == "my-corrections"
     assert Project.for_image(path).meta["models"][-1]["name"] == "my-corrections"

@@ -152,7 +152,7 @@ class TrainSection(QWidget):
                     f"mean F_c {b.get('mean_f_c', 0):.3f} -> {a['mean_f_c']:.3f}")
             if summary.get("selected_round") == 0:
                 msg += ("\nTraining did not beat the start model there, so the saved model keeps its "
-                        "weights: review more regions or train longer.")
+                        "weights (review more regions: the held-out part grows with them).")
         else:
             msg += "\n(no validation: the reviewed regions are too small to hold a part out)"
         self.result.setText(msg)

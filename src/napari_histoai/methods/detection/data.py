@@ -105,6 +105,8 @@ def load_mask_folder(images: str | os.PathLike, masks: str | os.PathLike, data_m
     stems in ``names``) with a same-stem mask in ``masks``; centres from
     :func:`centroids_from_mask` with markers half a ``nucleus_diameter_um`` apart, class unknown
     (label -1), resampled from ``data_mpp`` to ``model_mpp``."""
+    from PIL import Image
+
     images, masks = Path(images), Path(masks)
     if not images.is_dir() or not masks.is_dir():
         raise JobError(f"image folder {images} or mask folder {masks} not found")
@@ -116,8 +118,6 @@ def load_mask_folder(images: str | os.PathLike, masks: str | os.PathLike, data_m
         m = next((q for q in sorted(masks.glob(p.stem + ".*")) if q.suffix.lower() in IMAGE_EXTS), None)
         if m is None:
             continue
-        from PIL import Image
-
         try:
             mask = np.asarray(Image.open(m))
         except Exception as e:  # noqa: BLE001

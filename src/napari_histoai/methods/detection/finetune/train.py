@@ -9,8 +9,8 @@ merged); predictions in the unreviewed area become pseudo labels by the rules of
 round; each batch mixes fine / pseudo / negative crops at the ratio R; AC-Former's view
 generator (AAT / random affine / crop), global EMA loss and FuseStyle are switches. After every
 round the global network is validated on the held-out reviewed blocks (F_d, mean F_c); the best
-of the start weights (round 0) and the rounds is saved (atomically, only at the very end: a cancelled job leaves every existing model
-untouched).
+of the start weights (round 0) and the rounds is saved (atomically, only at the very end: a
+cancelled job leaves every existing model untouched).
 """
 
 from __future__ import annotations
