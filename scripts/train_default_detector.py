@@ -96,21 +96,30 @@ def train(args) -> int:
     return 0
 
 
+def training_stain_range():
+    """(target, spread, radius) of the CRCHistoPhenotypes training tiles' stains (all 70):
+    what the detector carries to decide which inputs to match (methods/stain.py)."""
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.stain import stain_range
+
+    home = load_folder(DATA / "train" / "images", DATA / "train" / "points", ["x"], 0.5, 0.5)
+    return stain_range([it.image for it in home])
+
+
 def monuseg_mask_items(model_mpp: float) -> list:
     """The MoNuSeg training tiles that have binary masks only (17 of 30; 40x = 0.25 µm/px) as
     detection-only items at ``model_mpp``, stain-matched to the CRCHistoPhenotypes training tiles
     the way the detector matches an input at inference (only where it lies outside their range)."""
     import csv
 
-    from napari_histoai.methods.detection.data import load_folder, load_mask_folder
-    from napari_histoai.methods.stain import apply_lut, matching_lut, od_stats, stain_range
+    from napari_histoai.methods.detection.data import load_mask_folder
+    from napari_histoai.methods.stain import apply_lut, matching_lut, od_stats
 
     mon = DATA.parent / "monuseg" / "train"
     with open(mon / "split.csv", newline="") as f:
         names = [r["name"] for r in csv.DictReader(f) if r["label_kind"].startswith("binary_only")]
     items = load_mask_folder(mon / "images", mon / "masks_binary", 0.25, model_mpp, names=names)
-    home = load_folder(DATA / "train" / "images", DATA / "train" / "points", ["x"], 0.5, 0.5)
-    target, spread, radius = stain_range([it.image for it in home])
+    target, spread, radius = training_stain_range()
     for it in items:
         lut = matching_lut(od_stats(it.image), target, spread, radius)
         if lut is not None:
@@ -182,10 +191,7 @@ def finalize(args) -> int:
     va = None
     grid = {}
     # the training images' stain: inputs from other labs are matched to it (methods/stain.py)
-    from napari_histoai.methods.stain import stain_range
-
-    tr = load_folder(DATA / "train" / "images", DATA / "train" / "points", ["x"], 0.5, 0.5)
-    target, spread, radius = stain_range([it.image for it in tr])  # images within the radius stay as they are
+    target, spread, radius = training_stain_range()  # images within the radius stay as they are
     for cname, (sd, c) in cands.items():
         c["architecture"].update(stain_target=target.round(5).tolist(), stain_spread=spread.round(5).tolist(),
                                  stain_radius=round(radius, 4))

@@ -198,12 +198,11 @@ def test_a_round_that_loses_on_the_held_out_corrections_is_not_saved(data_dir, t
     """The bundled model on a real CRCHistoPhenotypes image whose left half is reviewed: a
     wrecking learning rate makes the trained round score below the start model on the held-out
     reviewed blocks, so the saved model keeps the start weights (round 0) and says so."""
-    from napari_histoai.methods.detection.finetune.data import make_mixed_image
-    from napari_histoai.models import load_checkpoint, read_config, resolve_model
-    from napari_histoai.io.points import read_points_csv
     from PIL import Image
 
+    from napari_histoai.io.points import read_points_csv
     from napari_histoai.methods.detection.configs import CLASSES as ALL
+    from napari_histoai.models import load_checkpoint, read_config, resolve_model
 
     torch.set_num_threads(2)
     d = data_dir / "crchisto" / "val"
