@@ -83,17 +83,26 @@ def empty_squares(points, quad, shape, rng, n=2, size=64, margin=8.0) -> list:
     return [np.array([[y0, x0], [y0, x0 + size], [y0 + size, x0 + size], [y0 + size, x0]], float) for y0, x0 in out]
 
 
-def load(split="val", limit=None):
+def load(split="val", limit=None, data="crchisto"):
+    """[(name, image uint8 [H, W, 3] at 0.5 µm/px, points [N, 2] (y, x) px, class names [N])]:
+    crchisto/val (20x as it is), or the 13 MoNuSeg training tiles with annotated centroids (40x,
+    other organs and labs, no classes), halved to the model's 0.5 µm/px by 2 x 2 averaging."""
     from PIL import Image
 
     from napari_histoai.io.points import read_points_csv
 
-    d = DATA / "crchisto" / split
+    d = DATA / "crchisto" / split if data == "crchisto" else DATA / "monuseg" / "train"
     out = []
     for p in sorted((d / "images").glob("*.png"), key=lambda q: int("".join(c for c in q.stem if c.isdigit()) or 0)):
-        im = np.asarray(Image.open(p).convert("RGB"))
+        if not (d / "points" / f"{p.stem}.csv").exists():
+            continue  # MoNuSeg tiles with binary masks only
+        img = Image.open(p).convert("RGB")
         t = read_points_csv(d / "points" / f"{p.stem}.csv")
-        out.append((p.stem, im, t.yx.astype(np.float64), t.classes))
+        yx = t.yx.astype(np.float64)
+        if data == "monuseg":  # 0.25 -> 0.5 µm/px; pixel centres: y' = (y + 0.5) / 2 - 0.5
+            img = img.resize((img.width // 2, img.height // 2), Image.Resampling.BOX)
+            yx = (yx + 0.5) / 2 - 0.5
+        out.append((p.stem, np.asarray(img), yx, t.classes))
     return out[:limit] if limit else out
 
 
@@ -146,6 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="mixed", help="results file stem under benchmarks/results/")
+    ap.add_argument("--data", choices=("crchisto", "monuseg"), default="crchisto",
+                    help="crchisto/val (in domain), or MoNuSeg's 13 centroid tiles (other organs and labs; F_d only)")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, 2 images, a few steps")
     ap.add_argument("--work", default="runs/bench_mixed", help="where the fine-tuned models go")
     a = ap.parse_args(argv)
@@ -163,7 +174,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    images = load(limit=2 if a.smoke else None)
+    images = load(limit=2 if a.smoke else None, data=a.data)
     if a.smoke:
         a.model, a.budget, a.steps, a.rounds = tiny_model(work / "tiny-start"), 0.0, 3, 2
     rng = np.random.default_rng(a.seed)
@@ -205,11 +216,13 @@ def main(argv=None) -> int:
                         "heldout_after": summary["val"], "rounds": summary["rounds"], "config": m.to_dict()}
         print(f"{arm}: F_d {after['f_d']:.3f} mean F_c {after['mean_f_c']:.3f} ({summary['steps']} steps, {cpu:.0f} CPU-s)", flush=True)
 
-    rows = [["start model (before)", "-", "-", before["f_d"], before["mean_f_c"], "-", "-"]]
+    fc = (lambda v: v) if a.data == "crchisto" else (lambda v: "–")  # MoNuSeg has no classes
+    rows = [["start model (before)", "-", "-", before["f_d"], fc(before["mean_f_c"]), "-", "-"]]
     for arm, r in results.items():
-        rows.append([arm, r["steps"], r["cpu_seconds"], r["after"]["f_d"], r["after"]["mean_f_c"],
-                     r["after"]["f_d"] - before["f_d"], r["after"]["mean_f_c"] - before["mean_f_c"]])
-    md = (f"Simulated user on crchisto/val ({len(images)} images; one reviewed quarter each; start model "
+        rows.append([arm, r["steps"], r["cpu_seconds"], r["after"]["f_d"], fc(r["after"]["mean_f_c"]),
+                     r["after"]["f_d"] - before["f_d"], fc(r["after"]["mean_f_c"] - before["mean_f_c"])])
+    where = "crchisto/val" if a.data == "crchisto" else "MoNuSeg train (13 centroid tiles at 0.5 µm/px; no classes)"
+    md = (f"Simulated user on {where} ({len(images)} images; one reviewed quarter each; start model "
           f"`{Path(a.model).name}`; budget {a.budget:g} CPU-s per arm, {a.threads} threads; rounds {a.rounds}; "
           f"R {a.ratio}; lr {a.lr:g}; seed {a.seed}). Scores on the unreviewed rest, 3 µm (6 px), reference F_c, pooled.\n\n"
           + table(["arm", "steps", "CPU s", "F_d", "mean F_c", "ΔF_d", "ΔF_c"], rows))
