@@ -34,6 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, save, table  # noqa: E402
 
+from napari_histoai.methods.detection.finetune.train import RETUNE_STEPS as RETUNE  # noqa: E402
+
 ARMS = {
     "fine": dict(pseudo=False, negatives=False),
     "mixed": dict(pseudo=True, negatives=True, T=None),  # T = the model's operating threshold
@@ -47,6 +49,12 @@ ARMS = {
     "mixed (complete pseudo patches; R 4:1:1)": dict(pseudo=True, negatives=True, T=0.4, ratio=(4, 1, 1),
                                                     pseudo_floor=0.25, pseudo_negatives=True),
     "fine + negatives": dict(pseudo=False, negatives=True),
+    # the score threshold re-picked on the held-out reviewed blocks (--retune-threshold): with no
+    # training (the start weights), and with each arm's rounds
+    "threshold only": dict(pseudo=False, negatives=False, rounds=0, threshold_steps=RETUNE),
+    "fine, threshold re-picked": dict(pseudo=False, negatives=False, threshold_steps=RETUNE),
+    "mixed (confident pseudo; R 4:1:1), threshold re-picked": dict(pseudo=True, negatives=True, T=0.4, ratio=(4, 1, 1),
+                                                                  threshold_steps=RETUNE),
     "pseudo only": dict(pseudo=True, negatives=False, T=None),
     # the paper's rules taken literally for points: every prediction >= 0.05 in a kept patch is a
     # soft target (clip(s V)), and kept patches are complete (unmatched proposals = background)
@@ -191,7 +199,7 @@ def main(argv=None) -> int:
     results = {}
     for arm in [s.strip() for s in a.arms.split(",") if s.strip()]:
         over = dict(ARMS[arm])
-        m = MixedConfig(rounds=a.rounds, steps=a.steps, budget_seconds=a.budget, lr=a.lr,
+        m = MixedConfig(rounds=over.pop("rounds", a.rounds), steps=a.steps, budget_seconds=a.budget, lr=a.lr,
                         ratio=tuple(over.pop("ratio", ratio)), global_loss=over.pop("global_loss", False),
                         dense_only=False if a.whole_network else None, **over)
         items = [make_mixed_image(n, im, yx, names, classes, [q], neg) for (n, im, yx, names), (q, neg) in zip(images, users)]

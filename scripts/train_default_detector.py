@@ -296,6 +296,13 @@ def model_card(cfg: dict) -> str:
              "\n- **Stain matching**: inputs are matched to the training images' stain (optical-density mean"
              "\n  and std per RGB channel over tissue, from the image's or slide's thumbnail)."
              if a.get("stain_target") else "")
+    if a.get("stain_target") and a.get("stain_matched_shift"):
+        pick = (cfg.get("training") or {}).get("stain_matched_shift") or {}
+        stain += (f"\n- **Matched images' threshold**: an image matched to the training stain is detected at score"
+                  f"\n  threshold {a.get('score_threshold', 0) + a['stain_matched_shift']:.3f} (shift"
+                  f" {a['stain_matched_shift']:+.3f}: the head is less sure on unfamiliar stains), picked on"
+                  f"\n  {pick.get('picked_on', 'MoNuSeg mask-only tiles')} (`python scripts/pick_matched_shift.py MODEL --write`,"
+                  f" run after `--finalize`); a threshold the user gives is used as it is.")
     if a.get("dense_head") and a.get("dense_mix", 0) < 1:
         stain += ("\n- **Fast mode** (`histoai detect --fast`, the dock's *Fast* box): the dense head's peaks alone,"
                   "\n  the transformer skipped. **Precision**: on CPUs with native bfloat16 the convolutions run in"

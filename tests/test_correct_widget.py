@@ -78,6 +78,8 @@ def test_correct_autosave_train_and_restore(make_napari_viewer, qtbot, image_fil
     # the dock says when the held-out reviewed blocks kept the start weights (round 0)
     kept = w.train.last_summary["selected_round"] == 0
     assert ("did not beat the start model" in w.train.result.text()) == kept
+    s = w.train.last_summary  # and when the operating threshold moved with it
+    assert ("Score threshold" in w.train.result.text()) == (s["threshold"] != s["threshold_before"])
     assert len(w.train.plot.series["loss"]) == 2
     assert w.train.model_combo.currentText() == "my-corrections"
     assert Project.for_image(path).meta["models"][-1]["name"] == "my-corrections"

@@ -14,6 +14,7 @@ from napari_histoai.methods.detection.finetune.data import (
     targets_of,
 )
 from napari_histoai.methods.detection.finetune.train import (
+    RETUNE_STEPS,
     MixedConfig,
     mixed_train_job,
     pseudo_label,
@@ -141,6 +142,10 @@ def test_cli_trains_on_a_project_folder(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and out["start_model"] == "tiny-start" and "from-cli" in list_models()
     assert Project(prj.root).meta["models"][-1]["name"] == "from-cli"
+    assert out["threshold"] == 0.3  # the tiny start model's own, by default
+    assert main(args[:4] + ["retuned"] + args[5:] + ["--retune-threshold"]) == 0
+    retuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert retuned["threshold"] in (0.25, 0.3, 0.35, 0.4, 0.45)  # picked around the start's 0.3
     assert main(["train-detector", "--project", str(tmp_path / "nope"), "--out", "x"]) == 2
     assert main(args[:4] + ["bad name!"] + args[5:]) == 2
     assert main(args[:4] + ["other"] + args[5:12] + ["2:1"] + args[13:]) == 2  # a bad --mix-ratio
@@ -214,8 +219,43 @@ def test_a_round_that_loses_on_the_held_out_corrections_is_not_saved(data_dir, t
     m = MixedConfig(rounds=1, steps=3, lr=1.0, val_fraction=0.3, holdout_block=96, pseudo=False, negatives=False)
     res = run_job(mixed_train_job("acformer-crc", [it], tmp_path / "wrecked", m, seed=0))
     assert res["val_before"]["f_d"] > 0.3 and res["rounds"][0]["val"]["f_d"] < res["val_before"]["f_d"]
-    assert res["selected_round"] == 0 and res["val"] == res["val_before"]
+    assert res["selected_round"] == 0 and res["val"]["f_d"] == res["val_before"]["f_d"]
+    assert res["threshold"] == res["threshold_before"]
     start, _ = load_checkpoint(resolve_model("acformer-crc"))
     saved, _ = load_checkpoint(tmp_path / "wrecked")
     assert all(torch.equal(saved[k].float(), start[k].float()) for k in start)
     assert read_config(tmp_path / "wrecked")["metrics"]["selected_round"] == 0
+
+
+def _val_item(data_dir, name="img16"):
+    from PIL import Image
+
+    from napari_histoai.io.points import read_points_csv
+    from napari_histoai.methods.detection.configs import CLASSES as ALL
+
+    d = data_dir / "crchisto" / "val"
+    im = np.asarray(Image.open(d / "images" / f"{name}.png").convert("RGB"))
+    t = read_points_csv(d / "points" / f"{name}.csv")
+    h, w = im.shape[:2]
+    return make_mixed_image(name, im, t.yx, list(t.classes), ALL, [np.array([[0, 0], [0, w], [h, w], [h, 0]])], [])
+
+
+def test_the_score_threshold_is_re_picked_on_the_held_out_reviewed_blocks(data_dir, tmp_path):
+    """With ``--retune-threshold``, a start model operating far too low (0.10: many false nuclei)
+    gets its threshold raised from the held-out reviewed blocks, with a better held-out F_d, and
+    the saved model detects at it; by default the threshold stays."""
+    from napari_histoai.models import load_checkpoint, read_config, resolve_model, save_checkpoint
+
+    torch.set_num_threads(2)
+    state, cfg = load_checkpoint(resolve_model("acformer-crc"))
+    cfg["architecture"]["score_threshold"] = 0.10
+    save_checkpoint(tmp_path / "low", state, cfg)
+    m = dict(rounds=1, steps=1, lr=1e-9, val_fraction=0.3, holdout_block=96, pseudo=False, negatives=False)
+    res = run_job(mixed_train_job(str(tmp_path / "low"), [_val_item(data_dir)], tmp_path / "raised",
+                                  MixedConfig(**m, threshold_steps=RETUNE_STEPS), seed=0))
+    assert res["threshold_before"] == 0.10 and res["threshold"] > 0.10
+    assert res["val"]["threshold"] == res["threshold"] and res["val"]["f_d"] > res["val_before"]["f_d"] + 0.01
+    assert read_config(tmp_path / "raised")["architecture"]["score_threshold"] == res["threshold"]
+    kept = run_job(mixed_train_job(str(tmp_path / "low"), [_val_item(data_dir)], tmp_path / "kept",
+                                   MixedConfig(**m), seed=0))
+    assert kept["threshold"] == 0.10 and read_config(tmp_path / "kept")["architecture"]["score_threshold"] == 0.10

@@ -99,3 +99,31 @@ def test_images_within_the_training_stains_are_left_as_they_are(data_dir):
     # without a range (older models) every image is matched
     assert matching_lut(od_stats(img), det.stain_target) is not None
     assert matching_lut(od_stats(img), det.stain_target, det.stain_spread, det.stain_radius) is None
+
+
+def test_images_matched_to_the_training_stain_are_detected_at_the_shifted_threshold(data_dir, one_torch_thread):
+    """The bundled detector's ``stain_matched_shift`` (picked on MoNuSeg's mask-only tiles by
+    scripts/pick_matched_shift.py) lowers the threshold only for images it matches to the
+    training stain, so another lab's image gets more of its nuclei; an image from the training
+    lab, and a threshold the user gives, stay as they are."""
+    import pytest
+
+    from napari_histoai.engine.inference import infer_array
+    from napari_histoai.errors import JobError
+    from napari_histoai.methods.detection.configs import ACFormerConfig
+    from napari_histoai.methods.detection.predict import load_acformer
+
+    det = load_acformer("acformer-crc", device="cpu")
+    assert det.matched_shift < 0
+    img = crc_image(data_dir, "img16", "val")
+    own = infer_array(det, img)
+    assert det.stain_lut is None and det.operating_threshold == det.threshold
+    other = restain(img)
+    shifted = infer_array(det, other)
+    assert det.stain_lut is not None and det.operating_threshold == pytest.approx(det.threshold + det.matched_shift)
+    given = load_acformer("acformer-crc", device="cpu", threshold=det.threshold)
+    plain = infer_array(given, other)
+    assert given.stain_lut is not None and given.operating_threshold == given.threshold
+    assert len(shifted) > len(plain) and len(own) == len(infer_array(given, img))
+    with pytest.raises(JobError, match="stain_matched_shift"):
+        ACFormerConfig(stain_matched_shift=2.0).validate()

@@ -60,6 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--no-pseudo", action="store_true",
                    help="fine labels (and no-target regions) only, no pseudo labels")
     g.add_argument("--budget-seconds", type=nonnegative_float, default=0.0, help="CPU-time budget for the whole run (0 = none)")
+    g.add_argument("--retune-threshold", action="store_true",
+                   help="re-pick the score threshold (start +-0.05 .. +0.15) on the held-out reviewed regions "
+                        "(default: keep the start model's; worth it only with large reviewed regions)")
     g.add_argument("--val-fraction", type=fraction_below_one, default=0.2, help="part of the reviewed regions held out for validation")
     return p
 
@@ -130,6 +133,7 @@ def run_project(args) -> int:
     """Fine-tune on the ``--project`` folders; prints a JSON summary on stdout."""
     from ..engine.jobs import run_with_tqdm
     from ..methods.detection.finetune.job import (
+        RETUNE_STEPS,
         mixed_config,
         open_projects,
         train_corrections_job,
@@ -143,10 +147,12 @@ def run_project(args) -> int:
     onoff = {None: None, "on": True, "off": False}
     m = mixed_config(ratio=args.mix_ratio, rounds=args.rounds, steps=args.steps, T=args.pseudo_t, V=args.pseudo_v,
                      pseudo=not args.no_pseudo, budget_seconds=args.budget_seconds, val_fraction=args.val_fraction,
-                     lr=args.lr, views=args.views, global_loss=onoff[args.global_loss], fusestyle=onoff[args.fusestyle])
+                     lr=args.lr, views=args.views, global_loss=onoff[args.global_loss], fusestyle=onoff[args.fusestyle],
+                     **({"threshold_steps": RETUNE_STEPS} if args.retune_threshold else {}))
     extra = {"command": " ".join(["histoai"] + sys.argv[1:]), "projects": [str(p.root) for p in projects]}
     job = train_corrections_job(projects, start, args.out, m, device=args.device, seed=args.seed, extra_config=extra,
                                 image_mpp=args.mpp)
     summary = run_with_tqdm(job, desc="train-detector --project")
-    print(json_line({k: summary[k] for k in ("model", "start_model", "val_before", "val", "selected_round", "steps", "cpu_seconds")}))
+    keys = ("model", "start_model", "val_before", "val", "selected_round", "threshold", "steps", "cpu_seconds")
+    print(json_line({k: summary[k] for k in keys}))
     return 0

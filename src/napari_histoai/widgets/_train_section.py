@@ -153,6 +153,9 @@ class TrainSection(QWidget):
             if summary.get("selected_round") == 0:
                 msg += ("\nTraining did not beat the start model there, so the saved model keeps its "
                         "weights (review more regions: the held-out part grows with them).")
+            t0, t1 = summary.get("threshold_before"), summary.get("threshold")
+            if t0 is not None and t1 is not None and abs(t1 - t0) > 1e-9:
+                msg += f"\nScore threshold {t0:.2f} -> {t1:.2f} (the best on the held-out reviewed blocks)."
         else:
             msg += "\n(no validation: the reviewed regions are too small to hold a part out)"
         self.result.setText(msg)

@@ -60,6 +60,7 @@ RULES = {
     "stain_target": (_stain_ok, "null or [[mean OD R, G, B], [std OD R, G, B]]"),
     "stain_spread": (_spread_ok, "null or two rows of 3 non-negative numbers (spread of the training stains)"),
     "stain_radius": (lambda v: v >= 0, "null or a non-negative number"),
+    "stain_matched_shift": (lambda v: -1 <= v <= 1, "a number in [-1, 1]"),
     "dense_class_weights": (lambda v: len(v) > 0 and all(has_type(x, float) and x >= 0 for x in v),
                             "null or a list of non-negative numbers, one per class"),
 }
@@ -146,6 +147,8 @@ class ACFormerConfig:
                                         # inputs are matched to it (methods/stain.py); None = off
     stain_spread: list = None           # [2, 3] spread of the training images' statistics and the radius
     stain_radius: float = None          # (rms z-score) within which an input is left unmatched; None = match all
+    stain_matched_shift: float = 0.0    # added to score_threshold for inputs outside that radius (matched to the
+                                        # training stain): the head is less sure on unfamiliar stains
 
     def to_dict(self) -> dict:
         d = asdict(self)

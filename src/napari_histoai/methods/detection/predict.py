@@ -111,6 +111,9 @@ class ACFormerDetector:
         self.classes = list(cfg.classes)
         self.mpp = cfg.mpp
         self.threshold = cfg.score_threshold if threshold is None else float(threshold)
+        # an image matched to the training stain is detected at threshold + shift (a threshold given
+        # here is used as it is)
+        self.matched_shift = float(getattr(cfg, "stain_matched_shift", 0.0) or 0.0) if threshold is None else 0.0
         self.min_distance = float(cfg.min_distance)
         self.batch_size = batch_size
         self.windowed = bool(getattr(cfg, "windowed", False) if windowed is None else windowed)
@@ -172,8 +175,16 @@ class ACFormerDetector:
             else:
                 out = self._windowed(chunk) if self.use_windows else self._lone(chunk)
             for (p, q), t in zip(out, chunk):
-                results.append(postprocess(p, q, self.threshold, t.shape[:2], self.min_distance))
+                results.append(postprocess(p, q, self.operating_threshold, t.shape[:2], self.min_distance))
         return results
+
+    @property
+    def operating_threshold(self) -> float:
+        """The score threshold for the current image: ``threshold``, plus the model's
+        ``stain_matched_shift`` when the image is matched to the training stain."""
+        if self.stain_lut is None or not self.matched_shift:
+            return self.threshold
+        return float(min(0.99, max(0.01, self.threshold + self.matched_shift)))
 
     @property
     def head_only(self) -> bool:
@@ -208,7 +219,7 @@ class ACFormerDetector:
             _, dense = self.model.backbone_maps(x, self.low_precision)
         out = []
         for (dp, dq), (h, w) in zip(dense_peaks(dense, DENSE_PEAK_MIN), shapes):
-            k = (dp[:, 0] < h - 0.5) & (dp[:, 1] < w - 0.5) & (dq.max(-1) >= self.threshold)
+            k = (dp[:, 0] < h - 0.5) & (dp[:, 1] < w - 0.5) & (dq.max(-1) >= self.operating_threshold)
             k[k] = suppress_close(dp[k], dq[k].max(-1), SEAM_MERGE_PX)  # as the fused paths do
             out.append((dp[k], dq[k]))
         return out
@@ -242,7 +253,7 @@ class ACFormerDetector:
             if fuse:  # fused points belong to no one window: any two closer than the seam radius merge
                 p, q = self._fuse(p, q, dense, shapes[len(out)])
                 win = None
-            k = q.max(-1) >= self.threshold
+            k = q.max(-1) >= self.operating_threshold
             k[k] = suppress_close(p[k], q[k].max(-1), SEAM_MERGE_PX, groups=None if win is None else win[k])
             out.append((p[k], q[k]))
         return out

@@ -43,7 +43,7 @@ __all__ = ["Trainer", "train_job", "evaluate", "state_dir", "RESUME_MAY_CHANGE"]
 # schedule / inference settings that may differ when a run is resumed (e.g. to extend it)
 RESUME_MAY_CHANGE = ("steps", "global_warmup", "global_weight", "teacher_threshold", "lr_drop",
                      "score_threshold", "min_distance", "tile_size", "overlap", "windowed", "stain_target", "stain_spread",
-                     "stain_radius", "dense_mix")
+                     "stain_radius", "stain_matched_shift", "dense_mix")
 
 
 def state_dir(out: Path) -> Path:

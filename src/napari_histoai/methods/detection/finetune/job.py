@@ -13,9 +13,9 @@ from ....engine.inference import as_image
 from ....engine.jobs import Progress
 from ....errors import JobError
 from ....models import check_model_name
-from .train import MixedConfig, mixed_train_job
+from .train import RETUNE_STEPS, MixedConfig, mixed_train_job
 
-__all__ = ["check_model_name", "model_output", "train_corrections_job", "Snapshot", "open_projects", "parse_ratio",
+__all__ = ["RETUNE_STEPS", "check_model_name", "model_output", "train_corrections_job", "Snapshot", "open_projects", "parse_ratio",
            "mixed_config"]
 
 
