@@ -225,6 +225,8 @@ def test_a_round_that_loses_on_the_held_out_corrections_is_not_saved(data_dir, t
     saved, _ = load_checkpoint(tmp_path / "wrecked")
     assert all(torch.equal(saved[k].float(), start[k].float()) for k in start)
     assert read_config(tmp_path / "wrecked")["metrics"]["selected_round"] == 0
+    # the start model kept as it is, with its threshold shift for images outside its training stains
+    assert read_config(tmp_path / "wrecked")["architecture"]["stain_matched_shift"] == -0.1
 
 
 def _val_item(data_dir, name="img16"):
@@ -259,3 +261,44 @@ def test_the_score_threshold_is_re_picked_on_the_held_out_reviewed_blocks(data_d
     kept = run_job(mixed_train_job(str(tmp_path / "low"), [_val_item(data_dir)], tmp_path / "kept",
                                    MixedConfig(**m), seed=0))
     assert kept["threshold"] == 0.10 and read_config(tmp_path / "kept")["architecture"]["score_threshold"] == 0.10
+    for run, folder in ((res, "raised"), (kept, "kept")):  # a trained round drops the matched-stain shift
+        shift = read_config(tmp_path / folder)["architecture"]["stain_matched_shift"]
+        assert shift == (-0.1 if run["selected_round"] == 0 else 0.0)
+
+
+def test_a_trained_round_is_validated_and_saved_without_the_matched_stain_shift(data_dir, tmp_path):
+    """On an image outside the training stains (a MoNuSeg tile, halved to 0.5 µm/px), held-out
+    blocks of matched images are scored at threshold + shift (as the start model detects them);
+    a trained round is saved without the shift, the start model (round 0) with it."""
+    from PIL import Image
+
+    from napari_histoai.io.points import read_points_csv
+    from napari_histoai.methods.detection.configs import CLASSES as ALL
+    from napari_histoai.methods.detection.finetune.train import validate
+    from napari_histoai.methods.detection.predict import load_acformer
+    from napari_histoai.models import read_config
+
+    torch.set_num_threads(2)
+    d = data_dir / "monuseg" / "train"
+    name = sorted(p.stem for p in (d / "points").glob("*.csv"))[0]
+    img = Image.open(d / "images" / f"{name}.png").convert("RGB")
+    im = np.asarray(img.resize((img.width // 2, img.height // 2), Image.Resampling.BOX))
+    t = read_points_csv(d / "points" / f"{name}.csv")
+    h, w = im.shape[:2]
+
+    def item():
+        return make_mixed_image(name, im, (t.yx + 0.5) / 2 - 0.5, list(t.classes), ALL,
+                                [np.array([[0, 0], [0, w], [h, w], [h, 0]])], [])
+
+    m = MixedConfig(rounds=1, steps=20, val_fraction=0.3, holdout_block=96, pseudo=False, negatives=False)
+    it = item()
+    res = run_job(mixed_train_job("acformer-crc", [it], tmp_path / "mon", m, seed=0))
+    assert it.matched  # another lab's stain: matched once by the job
+    det = load_acformer("acformer-crc", device="cpu")
+    det.stain_target = None  # the job's items are matched already
+    shifted, plain = validate(det, [it], matched_shift=-0.1), validate(det, [it])
+    assert res["val_before"]["f_d"] == shifted["f_d"] != plain["f_d"]
+    it.matched = False
+    assert validate(det, [it], matched_shift=-0.1)["f_d"] == plain["f_d"]
+    shift = read_config(tmp_path / "mon")["architecture"]["stain_matched_shift"]
+    assert shift == (-0.1 if res["selected_round"] == 0 else 0.0)

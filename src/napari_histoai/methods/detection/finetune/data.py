@@ -45,6 +45,7 @@ class MixedImage:
     pseudo_weights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     offset: tuple = (0.0, 0.0)                            # level-0 px of pixel (0, 0)
     scale: float = 1.0                                    # level-0 px per model px
+    matched: bool = False                                 # image matched to the model's training stain
 
     @property
     def shape(self) -> tuple:
