@@ -239,7 +239,8 @@ def mixed_train_job(start_model, items: list[MixedImage], out: str | Path, m: Op
     # without the shift: with it, corrections on MoNuSeg lost 0.010 F_d (README, "Correct and train")
     shift = float(cfg.stain_matched_shift or 0.0)
     val_before = validate(detector(), items, matched_shift=shift)
-    val_start = validate(detector(), items, thresholds=grid, matched_shift=shift)  # round 0 (threshold re-picked)
+    # round 0: the start weights (with the threshold re-picked when asked)
+    val_start = validate(detector(), items, thresholds=grid, matched_shift=shift) if grid else val_before
     # the start weights are round 0: a round is kept only if it beats them on the held-out reviewed
     # blocks (without a hold-out, the last round); so training never saves a model the user's own
     # held-out corrections score worse (from the head-only bundled model, 5 CPU-minutes of head
