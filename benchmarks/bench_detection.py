@@ -111,13 +111,16 @@ def pick_threshold(detector, val_items) -> float:
 
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
                 select: bool = False, name: str | None = None, lone: bool = False, stain: bool | str = True,
-                select_train: bool = False, queries_only: bool = False, fast: bool = False) -> dict:
+                select_train: bool = False, queries_only: bool = False, fast: bool = False, tta: bool = False,
+                holdout: bool = False) -> dict:
     """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
     128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
     network on lone windows (no shared backbone pass), otherwise as its config says;
     ``queries_only``: a model with a dense head scored without it (transformer points only,
     threshold re-picked on the train hold-out); ``fast``: its dense head alone (the detect job's
-    fast mode; threshold re-picked on the train hold-out)."""
+    fast mode; threshold re-picked on the train hold-out); ``tta``: its dense head averaged over 4
+    flips of each tile (`histoai detect --tta`) at the model's own threshold; ``holdout``: also
+    score the 10 held-out training tiles (the selection split) at the row's settings."""
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.models import read_config, resolve_model
 
@@ -125,10 +128,12 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
         if lone or select_train:   # its threshold was already picked on the train hold-out
             return None
         return bench_densemap(path, smoke=smoke, do_speed=do_speed, do_monuseg=do_monuseg, name=name, stain=stain)
-    if fast and not load_acformer(path, device="cpu").model.dense_head:
+    if (fast or tta) and not load_acformer(path, device="cpu").model.dense_head:
         return None
-    det = load_acformer(path, device="cpu", fast=fast)
-    variant = [v for v, on in (("fast", fast), ("lone", lone), ("queries", queries_only), ("select", select_train),
+    det = load_acformer(path, device="cpu", fast=fast, tta=tta)
+    if tta:
+        name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (test-time flips)"
+    variant = [v for v, on in (("fast", fast), ("tta", tta), ("lone", lone), ("queries", queries_only), ("select", select_train),
                                ("nostain", stain is False), ("always", stain == "always")) if on]
     if fast:
         select_train = True
@@ -179,6 +184,10 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
            "train_seconds": cfg.get("training", {}).get("train_seconds"),
            "train_steps": cfg.get("training", {}).get("steps")}
     row["crchisto_val"] = score_split(det, val, 0.5)
+    if holdout:
+        from napari_histoai.methods.detection.selection import selection_split
+
+        row["holdout"] = score_split(det, selection_split(_load(crc / "train", det.classes))[1], 0.5)
     if do_monuseg and not smoke:
         mon = DATA / "monuseg" / "train"
         items = _load(mon, det.classes)
@@ -267,16 +276,21 @@ def bench_classical(classes: list[str], smoke: bool = False, do_speed: bool = Tr
 def table(rows: list[dict], classes: list[str]) -> str:
     head = ["model", "views", "global", "FuseStyle", "windows", "thr", "F_d", *[f"F_c {c}" for c in classes], "mean F_c",
             "MoNuSeg F_d", "CPU MP/s", "train steps", "train time"]
+    if any("holdout" in r for r in rows):
+        head.insert(6, "hold-out F_d / mean F_c")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     onoff = lambda v: "–" if v is None else ("on" if v else "off")  # noqa: E731
     for r in rows:
         v = r["crchisto_val"]
         t = r.get("train_seconds")
+        h = r.get("holdout")
         lines.append("| " + " | ".join([
             r["name"], r["views"], onoff(r["global_loss"]), onoff(r["fusestyle"]),
             "–" if "window" not in r else f"{r['window']}/{r['window_overlap']}" + (" shared" if r["windowed"] else " lone"),
-            "–" if r["model"] == "classical" else f"{r['threshold']:g}", f(v["f_d"]), *[f(x) for x in v["f_c"]], f(v["mean_f_c"]),
+            "–" if r["model"] == "classical" else f"{r['threshold']:g}",
+            *([] if "hold-out F_d / mean F_c" not in head else
+              ["–" if not h else f"{h['f_d']:.3f} / {h['mean_f_c']:.3f}"]), f(v["f_d"]), *[f(x) for x in v["f_c"]], f(v["mean_f_c"]),
             f(r.get("monuseg_fd")), "–" if r.get("mp_per_s") is None else f"{r['mp_per_s']:.2f}",
             str(r.get("train_steps") or "–"), "–" if not t else f"{t / 60:.0f} min"]) + " |")
     return "\n".join(lines)
@@ -339,6 +353,10 @@ def main() -> int:
                          "train tile, scripts/train_densemap.py) instead of val")
     ap.add_argument("--fast-row", action="store_true",
                     help="also score models with a dense head in fast mode (the head alone; `histoai detect --fast`)")
+    ap.add_argument("--tta-row", action="store_true",
+                    help="also score models with a dense head with test-time flips (`histoai detect --tta`)")
+    ap.add_argument("--holdout", action="store_true",
+                    help="also score the plain and --tta-row rows on the 10 held-out training tiles (selection split)")
     ap.add_argument("--queries-only-row", action="store_true",
                     help="also score models with a dense head on their transformer points alone")
     ap.add_argument("--group", action="append", default=[], metavar="NAME=M1,M2,M3",
@@ -356,13 +374,16 @@ def main() -> int:
         models = [m for _, m in named]
     else:
         models = args.models or ["acformer-crc"]
-        rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed) for m in models]
+        rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, holdout=args.holdout) for m in models]
         if args.lone:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
         if args.select_train:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, select_train=True))]
         if args.fast_row:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, fast=True))]
+        if args.tta_row:
+            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, tta=True,
+                                                            holdout=args.holdout))]
         if args.queries_only_row:
             rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed,
                                                             queries_only=True))]

@@ -118,6 +118,8 @@ def test_batch_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     assert "needs --model" in capsys.readouterr().err
     assert main(["batch", "segment", str(afile), "--out", str(tmp_path / "o"), "--fast"]) == 2
     assert "--fast is a detect option" in capsys.readouterr().err
+    assert main(["batch", "segment", str(afile), "--out", str(tmp_path / "o"), "--tta"]) == 2
+    assert "--tta is a detect option" in capsys.readouterr().err
     (tmp_path / "two").mkdir()
     for n in ("s.png", "s.tif"):
         (tmp_path / "two" / n).write_bytes(b"x")

@@ -37,6 +37,7 @@ def test_detect_classical_csv_and_geojson(sample_path, tmp_path):
     (["detect", "{sample}", "--out", "x.csv", "--region", "5000,5000,6000,6000", "--model", "classical"], "outside the image"),
     (["detect", "{sample}", "--out", "x.csv", "--model", "no-such-model"], "no model named"),
     (["detect", "{sample}", "--out", "x.csv", "--model", "classical", "--fast"], "fast mode is for AC-Former"),
+    (["detect", "{sample}", "--out", "x.csv", "--model", "classical", "--tta"], "test-time flips are for AC-Former"),
 ])
 def test_bad_input_exits_2_with_one_line(sample_path, tmp_path, capsys, args, match, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -126,10 +126,10 @@ def install_model_cache(task: str | None = None) -> None:
         else:
             contrastive = None
 
-        def detector_key(name_or_path, device="auto", fast=False):
+        def detector_key(name_or_path, device="auto", fast=False, tta=False):
             name = str(name_or_path)
             stamp = name if name == registry.CLASSICAL else _weights_stamp(name_or_path)
-            return stamp, str(device), bool(fast)
+            return stamp, str(device), bool(fast), bool(tta)
 
         def checkpoint_key(name_or_path, kind=None):
             return _weights_stamp(name_or_path, kind), kind

@@ -32,13 +32,14 @@ ProgressFn = Optional[Callable[[Progress], None]]
 def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Optional[str] = None,
                 mpp: Optional[float] = None, region: Optional[Sequence[float]] = None,
                 tissue_only: Optional[bool] = None, batch_size: int = 4, min_score: float = 0.0,
-                device: str = "auto", fast: Optional[bool] = None, on_progress: ProgressFn = None,
+                device: str = "auto", fast: Optional[bool] = None, tta: Optional[bool] = None,
+                on_progress: ProgressFn = None,
                 cancel: Optional[CancelFlag] = None) -> dict:
     """Detect nuclei in ``image`` and write ``out`` (.csv: ``y,x,class,score`` level-0 px plus
     µm columns and the pixel size used; .geojson for QuPath; a ``.points`` folder: a nuclei store,
     see :mod:`.io.point_store`). ``tissue_only`` defaults to True
     for whole images and False for a region; ``fast``: the model's dense head alone (AC-Former
-    models with one). Returns {image, out, model, n, counts, mpp,
+    models with one); ``tta``: that head averaged over 4 flips of each tile. Returns {image, out, model, n, counts, mpp,
     mpp_source, notes, tiles, seconds}."""
     from .io import open_image
     from .io.point_store import PointStore
@@ -55,7 +56,7 @@ def detect_file(image: str | os.PathLike, out: str | os.PathLike, *, model: Opti
             res = run_job(detect_image_job(img, model=model, device=device, region=region, mpp=mpp,
                                            tissue_only=region is None if tissue_only is None else tissue_only,
                                            batch_size=batch_size, min_score=min_score, fast=bool(fast),
-                                           cancel=cancel),
+                                           tta=bool(tta), cancel=cancel),
                           on_progress, cancel)
             shape = img.shape[:2]
         if to_store:  # whole-slide results: a store the viewer opens by level of detail, exports stream from

@@ -30,6 +30,7 @@ def add_parser(sub):
                                                  "the bundled one; heatmap: required)")
     p.add_argument("--format", choices=["csv", "geojson"], default="csv", help="detect output format")
     p.add_argument("--fast", action="store_true", help="detect: the model's dense head alone (as histoai detect --fast)")
+    p.add_argument("--tta", action="store_true", help="detect: test-time flips (as histoai detect --tta)")
     p.add_argument("--overwrite", action="store_true",
                    help="re-run every file (default: skip files whose record shows the same model and options)")
     mpp_option(p)
@@ -47,6 +48,10 @@ def run(args) -> int:
     options = {"model": args.model, "mpp": args.mpp, "device": args.device}
     if args.fast:  # only when set: records of earlier runs (no such option) still match a plain run
         options["fast"] = True
+    if args.tta:
+        if args.task != "detect":
+            raise JobError(f"--tta is a detect option, not one of histoai batch {args.task}")
+        options["tta"] = True
     suffix = f".{args.format}" if args.task == "detect" else None
     rows = batch_run(args.task, args.inputs, args.out, options=options, suffix=suffix, scheduler=args.scheduler,
                      workers=args.workers, threads_per_worker=args.threads_per_worker, overwrite=args.overwrite,

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DenseHead", "dense_targets", "dense_loss", "dense_peaks", "fuse_points", "STRIDE", "FUSE_RADIUS_PX"]
+__all__ = ["DenseHead", "dense_targets", "dense_loss", "dense_peaks", "fuse_points", "flip_averaged", "FLIPS",
+           "STRIDE", "FUSE_RADIUS_PX"]
 
 STRIDE = 4            # output grid of the head (px)
 WIDTH = 64            # FPN channels
@@ -122,6 +123,35 @@ def dense_loss(dense: torch.Tensor, targets: list, sigma_px: float, ignore: torc
         w = None if class_weights is None else torch.as_tensor(class_weights, dtype=dense.dtype, device=dense.device)
         loss = loss + F.cross_entropy(dense[:, 3:], cls, weight=w, ignore_index=-1, reduction="sum") / n
     return loss
+
+
+# test-time flips: identity, left-right, up-down, both (a 180 degree turn); a group, so the
+# averaged map of a mirrored image is the mirrored map
+FLIPS = ((), (3,), (2,), (2, 3))
+
+
+def flip_averaged(run, images: torch.Tensor) -> torch.Tensor:
+    """Test-time flips of the dense head: ``run`` maps images [B, 3, H, W] to head outputs
+    [B, 3 + K, H/4, W/4]; it runs on the images and on their 3 mirror images (:data:`FLIPS`), each
+    output is flipped back (a mirrored cell's sub-cell offset o becomes 1 - o along the flipped
+    axis), and heat, offsets and class distributions are averaged as probabilities. Returns
+    logits of the averages, [B, 3 + K, H/4, W/4], for :func:`dense_peaks`. H and W must be
+    multiples of :data:`STRIDE` (so a flipped cell is a cell)."""
+    if images.shape[-2] % STRIDE or images.shape[-1] % STRIDE:
+        raise ValueError(f"flip averaging needs H and W divisible by {STRIDE}, got {tuple(images.shape[-2:])}")
+    heat = off = prob = 0.0
+    for dims in FLIPS:
+        d = run(images.flip(dims) if dims else images)
+        d = d.flip(dims) if dims else d
+        o = d[:, 1:3].sigmoid()
+        if 2 in dims:
+            o = torch.stack([1 - o[:, 0], o[:, 1]], 1)
+        if 3 in dims:
+            o = torch.stack([o[:, 0], 1 - o[:, 1]], 1)
+        heat, off, prob = heat + d[:, :1].sigmoid(), off + o, prob + d[:, 3:].softmax(1)
+    n, eps = len(FLIPS), 1e-6
+    return torch.cat([torch.logit((heat / n).clamp(eps, 1 - eps)), torch.logit((off / n).clamp(eps, 1 - eps)),
+                      (prob / n).clamp_min(1e-12).log()], 1)
 
 
 def dense_peaks(dense: torch.Tensor, threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
