@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="model folder (its config.json is updated with --write)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="store the picked shift in the model's config.json")
+    ap.add_argument("--tta", action="store_true", help="score with test-time flips (a check; --write refuses it)")
     a = ap.parse_args(argv)
 
     import tifffile
@@ -39,8 +40,10 @@ def main(argv=None) -> int:
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.metrics import pooled_classification_scores, radius_px
 
+    if a.tta and a.write:
+        ap.error("--write stores the shift of plain detection; --tta only reports")
     torch.set_num_threads(a.threads)
-    det = load_acformer(a.model, device="cpu")
+    det = load_acformer(a.model, device="cpu", tta=a.tta)
     base = float(det.threshold)
     det.threshold, det.matched_shift = float(GRID[0]), 0.0
     runs, n_all = [], 0
