@@ -12,15 +12,10 @@ baseline a user could use instead. Prints a markdown table and saves it (md + js
 benchmarks/results/.
 
     python benchmarks/bench_detection.py                          # the bundled model
-    python benchmarks/bench_detection.py --models runs/a runs/b   # any models (e.g. ablations)
-    python benchmarks/bench_detection.py --ablation --steps 1600   # train + score the 5 ablation rows
-    python benchmarks/bench_detection.py --ablation --rows 0,1 --train-only  # train some rows (parallel runs)
-    python benchmarks/bench_detection.py --ablation --reuse runs/ablation/bundled_1600   # last row = that model
+    python benchmarks/bench_detection.py --models runs/a runs/b   # any models
 
-Ablation rows are scored at their own operating point: each row's final global (EMA) network on
-lone windows of its training input size (128 px views, overlap 32; 256 px crops for the row without
-views, overlap 64), duplicate merge 4 px, score threshold picked on val by F_d + mean F_c from the
-same grid the bundled model was selected with (``scripts/train_default_detector.py --finalize``).
+The ablation of AC-Former's switches (3 seeds, selected on training data) is
+``benchmarks/bench_ablation.py``.
     python benchmarks/bench_detection.py --smoke                  # CI: 2 val tiles, no speed/MoNuSeg
 """
 
@@ -37,16 +32,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data").resolve()
 RESULTS = ROOT / "benchmarks" / "results"
-
-# the ablation (paper Table 2 style), all at the same compact budget
-ABLATION = [
-    ("baseline", dict(views="none", global_loss=False, fusestyle=False)),
-    ("+random affine", dict(views="affine", global_loss=False, fusestyle=False)),
-    ("+AAT", dict(views="aat", global_loss=False, fusestyle=False)),
-    ("+AAT+global", dict(views="aat", global_loss=True, fusestyle=False)),
-    ("+AAT+global+FuseStyle", dict(views="aat", global_loss=True, fusestyle=True)),
-]
-
 
 def _load(split_dir: Path, classes, n: int | None = None):
     """Images at their own resolution (the detect job resamples) with points and labels."""
@@ -85,36 +70,11 @@ def speed(detector, val_items, repeats: int = 1) -> float:
     return mosaic.shape[0] * mosaic.shape[1] / 1e6 / dt
 
 
-THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
-
-
-def pick_threshold(detector, val_items) -> float:
-    """Score threshold maximising F_d + mean F_c on val at the detector's tiles and merge distance
-    (one detection pass at a low threshold, then the grid)."""
-    saved = detector.threshold
-    detector.threshold = min(THRESHOLDS)
-    try:
-        raw = [_detect(detector, it.image, 0.5) for it in val_items]
-    finally:
-        detector.threshold = saved
-    from napari_histoai.metrics import pooled_classification_scores, radius_px
-
-    best, best_thr = -1.0, saved
-    for thr in THRESHOLDS:
-        r = pooled_classification_scores(((p[s >= thr], c[s >= thr], it.points, it.labels)
-                                          for it, (p, c, s) in zip(val_items, raw)), len(detector.classes),
-                                         radius_px(0.5))
-        if r["f_d"] + r["mean_f_c"] > best:
-            best, best_thr = r["f_d"] + r["mean_f_c"], thr
-    return best_thr
-
-
 def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuseg: bool = True,
-                select: bool = False, name: str | None = None, lone: bool = False, stain: bool | str = True,
+                name: str | None = None, lone: bool = False, stain: bool | str = True,
                 select_train: bool = False, queries_only: bool = False, fast: bool = False, tta: bool = False,
                 holdout: bool = False) -> dict:
-    """Score one model folder; ``select``: first pick its operating point on val (ablation rows:
-    128 px tiles, overlap 32, merge 4 px, threshold from :data:`THRESHOLDS`); ``lone``: the
+    """Score one model folder; ``lone``: the
     network on lone windows (no shared backbone pass), otherwise as its config says;
     ``queries_only``: a model with a dense head scored without it (transformer points only,
     threshold re-picked on the train hold-out); ``fast``: its dense head alone (the detect job's
@@ -168,14 +128,6 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
         _, sel = selection_split(_load(crc / "train", det.classes))
         det.threshold, _ = pick_on(det, sel, 0.5)
         name = (name or cfg.get("name", Path(path).name)) + " (threshold on train hold-out)"
-    if select:
-        # each row at its own training input size (views: 128 px; no views: the 256 px crop)
-        a = cfg["architecture"]
-        win = int(a["crop_size"] if a["views"] == "none" else a["view_size"])
-        det.windowed = False
-        det.set_window(win, win // 4)
-        det.min_distance = 4.0
-        det.threshold = pick_threshold(det, val)
     row = {"model": str(path), "variant": "+".join(variant), "name": name or cfg.get("name", Path(path).name),
            "threshold": det.threshold, "precision": str(det.low_precision or "float32"),
            "window": det.window, "window_overlap": det.window_overlap, "windowed": det.use_windows,
@@ -296,49 +248,9 @@ def table(rows: list[dict], classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_ablation(args) -> list[str]:
-    """Train the 5 rows (same compact budget, seed) one after another; returns model folders."""
-    import torch
-
-    from napari_histoai.engine.jobs import run_job
-    from napari_histoai.methods.detection.configs import get_config
-    from napari_histoai.methods.detection.data import load_folder
-    from napari_histoai.methods.detection.train import train_job
-
-    torch.set_num_threads(args.threads)
-    out = []
-    rows = range(len(ABLATION)) if args.rows == "all" else [int(r) for r in args.rows.split(",")]
-    for i in rows:
-        name, over = ABLATION[i]
-        if args.reuse and i == len(ABLATION) - 1 and args.steps == 1600:
-            # a model trained with exactly this row's config (compact, seed 0, 1600 steps)
-            out.append((name, args.reuse))
-            continue
-        cfg = get_config("compact", steps=args.steps, **over)
-        # keep the compact schedule's proportions (global loss from 1000/1600 of the steps)
-        cfg = cfg.replace(global_warmup=int(round(args.steps * 1000 / 1600)))
-        folder = ROOT / "runs" / "ablation" / name.replace("+", "plus_").replace(" ", "_")
-        tr = load_folder(DATA / "crchisto" / "train" / "images", DATA / "crchisto" / "train" / "points", cfg.classes)
-        va = load_folder(DATA / "crchisto" / "val" / "images", DATA / "crchisto" / "val" / "points", cfg.classes)
-        extra = {"name": name, "training": {"data": "crchisto train", "ablation_row": name}}
-        print(f"training {name} ({args.steps} steps) -> {folder}", file=sys.stderr, flush=True)
-        run_job(train_job(cfg, tr, folder, val=va, seed=args.seed, resume=True, eval_every=args.steps,
-                          log_path=str(folder) + ".jsonl", extra_config=extra))
-        out.append((name, str(folder)))
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=None, help="model folders or names (default: acformer-crc)")
-    ap.add_argument("--ablation", action="store_true", help="train and score the 5 ablation rows first")
-    ap.add_argument("--steps", type=int, default=1600, help="steps per ablation row (the compact budget: 1600)")
-    ap.add_argument("--rows", default="all", help="ablation rows to train/score: 'all' or indices, e.g. 0,1")
-    ap.add_argument("--train-only", action="store_true", help="train the ablation rows, score nothing")
-    ap.add_argument("--reuse", default=None, metavar="MODEL",
-                    help="model folder to use as the last ablation row (trained with the compact config, 1600 steps, "
-                         "seed 0: e.g. the 1600-step acformer-crc of commit 74c457e)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
@@ -346,7 +258,7 @@ def main() -> int:
     ap.add_argument("--no-stain-row", action="store_true", help="also score models without their stain matching")
     ap.add_argument("--stain-always-row", action="store_true",
                     help="also score models matching every image's stain (ignoring their training stain range)")
-    ap.add_argument("--name", default=None, help="results file stem (default detection / detection_ablation)")
+    ap.add_argument("--name", default=None, help="results file stem (default detection)")
     ap.add_argument("--no-baseline", action="store_true", help="leave out the classical detector row")
     ap.add_argument("--select-train", action="store_true",
                     help="also score AC-Former models at a threshold picked on the train hold-out (every 7th "
@@ -366,41 +278,34 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.ablation:
-        named = run_ablation(args)
-        if args.train_only:
-            return 0
-        rows = [bench_model(m, smoke=args.smoke, do_speed=False, select=True, name=n) for n, m in named]
-        models = [m for _, m in named]
-    else:
-        models = args.models or ["acformer-crc"]
-        rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, holdout=args.holdout) for m in models]
-        if args.lone:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
-        if args.select_train:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, select_train=True))]
-        if args.fast_row:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, fast=True))]
-        if args.tta_row:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, tta=True,
-                                                            holdout=args.holdout))]
-        if args.queries_only_row:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed,
-                                                            queries_only=True))]
-        if args.no_stain_row:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, stain=False))]
-        if args.stain_always_row:
-            rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, stain="always"))]
+    models = args.models or ["acformer-crc"]
+    rows = [bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, holdout=args.holdout) for m in models]
+    if args.lone:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, lone=True))]
+    if args.select_train:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, select_train=True))]
+    if args.fast_row:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, fast=True))]
+    if args.tta_row:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, tta=True,
+                                                        holdout=args.holdout))]
+    if args.queries_only_row:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed,
+                                                        queries_only=True))]
+    if args.no_stain_row:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=not args.no_speed, stain=False))]
+    if args.stain_always_row:
+        rows += [r for m in models if (r := bench_model(m, smoke=args.smoke, do_speed=False, stain="always"))]
     from napari_histoai.methods.detection.registry import load_detector
 
     classes = load_detector(models[0], device="cpu").classes
-    if not args.ablation and not args.no_baseline:
+    if not args.no_baseline:
         rows.append(bench_classical(classes, smoke=args.smoke, do_speed=not args.no_speed))
     md = table(rows, classes)
     groups = {g.split("=", 1)[0]: g.split("=", 1)[1].split(",") for g in args.group}
     if groups:
         md += "\n\nSeeds (median and range):\n\n" + seed_summary(rows, groups)
-    stem = args.name or ("detection_ablation" if args.ablation else "detection")
+    stem = args.name or "detection"
     if args.smoke:
         stem += "_smoke"
     note = (f"\n\nPairing radius 3 µm (6 px at 20x, 12 px at 40x). F_c: HoVer-Net's reference definition "

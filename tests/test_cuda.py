@@ -36,8 +36,9 @@ def _read_labels(path):
     return tifffile.imread(str(path))
 
 
-def test_detect_bundled_model_gives_the_same_nuclei_on_gpu_and_cpu(sample_path, tmp_path, capsys):
-    region = ["--region", "0,0,768,768"]
+@pytest.mark.parametrize("extra", [[], ["--tta"]], ids=["plain", "tta"])
+def test_detect_bundled_model_gives_the_same_nuclei_on_gpu_and_cpu(sample_path, tmp_path, capsys, extra):
+    region = ["--region", "0,0,768,768", *extra]
     for dev in ("cpu", "cuda"):
         assert main(["detect", str(sample_path), "--out", str(tmp_path / f"{dev}.csv"), *region,
                      "--device", dev]) == 0, capsys.readouterr().err
