@@ -16,7 +16,8 @@ with a record is skipped, so the command resumes across sessions (and a run inte
 resumes from its checkpoint under ``runs/ablation3/`` while that folder exists). Several workers
 may run at once (e.g. two at one thread each on two cores): each claims a run before training it. The table
 (``benchmarks/results/detection_ablation3.md``) is rebuilt from all records after every run:
-per row the median and range over the seeds done so far.
+per row the median and range over the seeds done so far, and the classical detector (no weights)
+as the baseline a user could use instead.
 
     python benchmarks/bench_ablation.py --seeds 0,1,2 --threads 1          # all 15 runs, in seed order
     python benchmarks/bench_ablation.py --seeds 1 --rows 2,3 --device cuda  # some of them on a GPU
@@ -35,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detection import DATA, RESULTS, ROOT, _load, score_split  # noqa: E402
+from bench_detection import DATA, RESULTS, ROOT, _load, bench_classical, score_split  # noqa: E402
+
+from napari_histoai.io.atomic import atomic_write_text  # noqa: E402
 
 # the paper's Table 2 rows, each adding one switch to the row above
 ABLATION = [
@@ -127,12 +130,6 @@ def claim(run: str) -> bool:
     return False
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def table(classes: list[str]) -> str:
     """Median (range) over the seeds recorded so far, one line per ablation row."""
     recs = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
@@ -153,6 +150,10 @@ def table(classes: list[str]) -> str:
             *[mr([x["f_c"][k] for x in v]) for k in range(len(classes))], mr([r["monuseg_fd"] for r in rs]),
             ",".join(f"{r['threshold']:g}" for r in rs) or "–",
             "–" if not t else f"{np.median(t) / 60:.0f} min"]) + " |")
+    c = bench_classical(classes, do_speed=False)  # the weights-free detector a user could use instead
+    v = c["crchisto_val"]
+    lines.append("| " + " | ".join([c["name"], "–", "–", "–", "–", f"{v['f_d']:.3f}", "–", *["–"] * len(classes),
+                                    f"{c['monuseg_fd']:.3f}", "–", "–"]) + " |")
     return "\n".join(lines)
 
 
@@ -182,13 +183,13 @@ def main() -> int:
                 if rec.is_file() or not claim(f"{slug(name)}_s{seed}"):
                     continue
                 folder = train_run(i, seed, args.steps, args.device)
-                write_atomic(rec, json.dumps(score_run(folder, name, seed), indent=2))
+                atomic_write_text(rec, json.dumps(score_run(folder, name, seed), indent=2))
                 (RUNS / f"{slug(name)}_s{seed}.claim").unlink(missing_ok=True)
                 print(f"[{time.strftime('%H:%M:%S')}] scored {name}, seed {seed} -> {rec}", file=sys.stderr, flush=True)
-                write_atomic(RESULTS / f"{STEM}.md", table(classes) + note(args))
+                atomic_write_text(RESULTS / f"{STEM}.md", table(classes) + note(args))
     md = table(classes) + note(args)
     print(md)
-    write_atomic(RESULTS / f"{STEM}.md", md)
+    atomic_write_text(RESULTS / f"{STEM}.md", md)
     return 0
 
 
