@@ -101,8 +101,8 @@ def bench_model(path: str, smoke: bool = False, do_speed: bool = True, do_monuse
     if lone and not det.windowed:
         return None  # already on lone windows
     if queries_only:
-        if det.model.dense_head is None:
-            return None
+        if det.model.dense_head is None or det.cfg.dense_backbone_lr_mult > 0:
+            return None  # no head, or a backbone tuned for the head (the transformer no longer fits)
         det.cfg = det.cfg.replace(dense_mix=0.0)
         select_train = True
         name = (name or read_config(resolve_model(path)).get("name", Path(path).name)) + " (queries only)"

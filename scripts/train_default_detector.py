@@ -208,7 +208,9 @@ def finalize(args) -> int:
             else:
                 va = load_folder(DATA / "val" / "images", DATA / "val" / "points", det.classes, 0.5, acfg.mpp)
         if acfg.dense_head:  # windows as trained; the grid is the head's weight in the fused score
-            settings = [(acfg.tile_size, acfg.overlap, acfg.windowed, mix) for mix in DENSE_MIXES]
+            # a backbone tuned for the head no longer fits the transformer: the head alone
+            mixes = (1.0,) if acfg.dense_backbone_lr_mult > 0 else DENSE_MIXES
+            settings = [(acfg.tile_size, acfg.overlap, acfg.windowed, mix) for mix in mixes]
         else:
             settings = [(t, o, w, 0.0) for t, o, w in WINDOWS]
         for tile, ov, win, mix in settings:
@@ -268,7 +270,11 @@ def model_card(cfg: dict) -> str:
     on = m.get("selected_on", "val")
     how = ("afterwards on the frozen network's features (every other weight unchanged)" if a.get("dense_only")
            else "with the transformer")
-    if a.get("dense_head") and a.get("dense_mix", 0) >= 1:
+    if a.get("dense_only") and a.get("dense_backbone_lr_mult", 0) > 0:
+        how = (f"afterwards with the backbone tuned for it (backbone lr x{a['dense_backbone_lr_mult']:g}, BatchNorm"
+               "\n  statistics kept; the transformer's weights unchanged, so it no longer fits and is not used)")
+        use = "at inference its peaks are the detections"
+    elif a.get("dense_head") and a.get("dense_mix", 0) >= 1:
         use = ("at inference its peaks are the detections and the transformer is skipped: on the selection"
                "\n  split the fused score (head and query points) was not better by more than 0.005 and costs"
                "\n  about 3x the CPU time (`\"dense_mix\"` < 1 in config.json fuses them again)")

@@ -130,6 +130,34 @@ def test_head_learns_on_a_real_crop_and_starts_from_a_model(tmp_path):
                                 init_from=str(tmp_path / "plain"))))
 
 
+@needs_data
+def test_head_with_a_tuned_backbone_changes_the_backbone_and_nothing_else(tmp_path):
+    """``dense_backbone_lr_mult`` > 0: the head's loss also trains the backbone (BatchNorm
+    statistics kept); the transformer keeps its weights, and a config that would still fuse its
+    (now stale) points is refused in one line."""
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.detection.train import train_job
+    from napari_histoai.models import load_checkpoint
+
+    torch.set_num_threads(1)
+    folder = _crop_folder(tmp_path)
+    base = get_config("tiny", views="crop", crop_size=128, view_size=64, steps=2, global_loss=False, color_jitter=0.0)
+    train = load_folder(folder / "images", folder / "points", base.classes)
+    list(_iterate(train_job(base, train, tmp_path / "plain", seed=0, eval_every=1000)))
+    with pytest.raises(JobError, match="dense_mix"):
+        base.replace(dense_head=True, dense_only=True, dense_backbone_lr_mult=0.1)
+    cfg = base.replace(dense_head=True, dense_only=True, dense_mix=1.0, dense_backbone_lr_mult=0.5, steps=30, lr=2e-3)
+    losses = [p.info["dense"] for p in _iterate(train_job(cfg, train, tmp_path / "tuned", seed=0, eval_every=1000,
+                                                        init_from=str(tmp_path / "plain")))]
+    assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
+    plain, _ = load_checkpoint(tmp_path / "plain")
+    after, _ = load_checkpoint(tmp_path / "tuned")
+    moved = {k for k in plain if not torch.allclose(plain[k].float(), after[k].float(), atol=1e-6)}
+    assert any(k.startswith("backbone.") and k.endswith("weight") for k in moved)
+    assert not any(k.endswith(("running_mean", "running_var")) for k in moved)
+    assert all(k.startswith("backbone.") for k in moved), sorted(moved)[:5]
+
+
 def test_head_alone_skips_the_transformer_and_finds_the_fused_points(sample_path, monkeypatch):
     """dense_mix 1 (the fused score is the head's): the bundled model's head peaks on a real H&E
     tile, without running the transformer, are the points the windowed path gives at mix 1."""
@@ -280,3 +308,44 @@ def test_test_time_flips_detect_mirrored_nuclei_in_a_mirrored_tile(sample_path, 
     d, t = pd.read_csv(tmp_path / "d.csv"), pd.read_csv(tmp_path / "t.csv")
     assert len(d) > 50 and abs(len(t) - len(d)) < 0.15 * len(d)
     assert not d[["y", "x"]].equals(t[["y", "x"]])
+
+
+def test_strip_dense_head_gives_the_base_network_with_its_own_record(tmp_path, monkeypatch, capsys):
+    """scripts/strip_dense_head.py: the weights without ``dense_head.*`` and the base network's
+    training record (so a head trained on it names the right base in its card); a model whose
+    backbone was tuned for its head, or one without a base record, is refused in one line."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from napari_histoai.methods.detection.model import build_model
+    from napari_histoai.models import load_checkpoint, save_checkpoint
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "strip_dense_head.py")
+
+    def run(*argv):
+        monkeypatch.setattr(sys, "argv", ["strip_dense_head.py", *map(str, argv)])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        return e.value.code
+
+    cfg = get_config("tiny", dense_head=True, dense_only=True, dense_mix=1.0)
+    state = build_model(cfg).state_dict()
+    base = {"steps": 4800, "seed": 0, "device": "cpu", "global_warmup": 3000}
+    meta = {"kind": "acformer-detector", "name": "m", "architecture": cfg.to_dict(), "classes": cfg.classes,
+            "mpp": cfg.mpp, "training": {"steps": 1650, "base": base}}
+    save_checkpoint(tmp_path / "m", state, meta)
+    assert run(tmp_path / "m", tmp_path / "base") == 0
+    out, c = load_checkpoint(tmp_path / "base")
+    assert set(out) == {k for k in state if not k.startswith("dense_head.")} and len(out) < len(state)
+    assert c["training"]["steps"] == 4800 and c["architecture"]["dense_head"] is False
+    assert c["architecture"]["global_warmup"] == 3000
+
+    meta["architecture"] = cfg.replace(dense_backbone_lr_mult=0.3).to_dict()
+    save_checkpoint(tmp_path / "tuned", state, meta)
+    assert run(tmp_path / "tuned", tmp_path / "x") == 2
+    assert "tuned for its head" in capsys.readouterr().err
+    meta["architecture"], meta["training"] = cfg.to_dict(), {"steps": 10}
+    save_checkpoint(tmp_path / "plain", state, meta)
+    assert run(tmp_path / "plain", tmp_path / "x") == 2
+    assert "no base network" in capsys.readouterr().err and not (tmp_path / "x").exists()

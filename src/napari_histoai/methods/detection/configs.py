@@ -49,7 +49,8 @@ RULES = {
     **{k: NON_NEGATIVE for k in ("extra_levels", "enc_layers", "pos_scale", "global_warmup", "warmup_steps",
                                  "overlap", "color_jitter", "global_weight", "cost_class", "cost_point",
                                  "loss_class", "loss_point", "focal_gamma", "weight_decay", "grad_clip",
-                                 "min_distance", "lr_transformer_mult", "lr_aat_mult", "dense_weight")},
+                                 "min_distance", "lr_transformer_mult", "lr_aat_mult", "dense_weight",
+                                 "dense_backbone_lr_mult")},
     **{k: UNIT for k in ("dropout", "fusestyle_p", "ema_momentum", "teacher_threshold", "focal_alpha", "lr_drop",
                          "score_threshold", "dense_mix")},
     "backbone": one_of(BACKBONES),
@@ -99,6 +100,8 @@ class ACFormerConfig:
     dense_sigma: float = 4.0            # Gaussian of its centre targets (px at mpp)
     dense_mix: float = 0.5              # inference: weight of the head in the fused score (0 = queries only)
     dense_class_weights: list = None    # per-class weights of its cross-entropy (None = equal)
+    dense_backbone_lr_mult: float = 0.0  # with dense_only: the backbone also learns, at lr * this (0 = frozen;
+                                        # BatchNorm statistics kept). The transformer is then stale: head only
     # --- data -----------------------------------------------------------------------------
     mpp: float = 0.5                    # µm/px the model works at (CRCHistoPhenotypes 20x)
     crop_size: int = 256                # training crop (px at mpp) fed to the global network
@@ -187,6 +190,9 @@ class ACFormerConfig:
         if self.dense_class_weights is not None and len(self.dense_class_weights) != len(self.classes):
             raise JobError(f"AC-Former config field 'dense_class_weights' needs one weight per class "
                            f"({len(self.classes)}), got {len(self.dense_class_weights)}")
+        if self.dense_backbone_lr_mult > 0 and self.dense_mix < 1:
+            raise JobError("AC-Former config field 'dense_mix' must be 1 when the backbone was tuned for the dense "
+                           "head (dense_backbone_lr_mult > 0): the transformer no longer fits the backbone")
         if self.overlap >= self.tile_size:
             raise JobError(f"AC-Former config field 'overlap' must be smaller than tile_size ({self.tile_size}), "
                            f"got {self.overlap}")

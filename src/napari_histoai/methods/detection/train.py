@@ -58,7 +58,8 @@ def _param_groups(model, views, cfg: ACFormerConfig) -> list:
     bb, tr, dense = [], [], []
     for n, p in model.named_parameters():
         (bb if n.startswith("backbone.") else dense if n.startswith("dense_head.") else tr).append(p)
-    groups = [{"params": bb, "lr": cfg.lr, "name": "backbone"},
+    bb_lr = cfg.lr * cfg.dense_backbone_lr_mult if cfg.dense_only else cfg.lr
+    groups = [{"params": bb, "lr": bb_lr, "name": "backbone"},
               {"params": tr, "lr": cfg.lr * cfg.lr_transformer_mult, "name": "transformer"}]
     if dense:
         groups.append({"params": dense, "lr": cfg.lr * cfg.lr_dense_mult, "name": "dense"})
@@ -125,8 +126,9 @@ class Trainer:
         if cfg.dense_only:
             if model.dense_head is None:
                 raise JobError("dense_only needs dense_head")
+            tune_bb = cfg.dense_backbone_lr_mult > 0
             for n, p in model.named_parameters():
-                p.requires_grad_(n.startswith("dense_head."))
+                p.requires_grad_(n.startswith("dense_head.") or (tune_bb and n.startswith("backbone.")))
             for p in self.views.parameters():
                 p.requires_grad_(False)
         self.ema = ModelEMA(model, cfg.ema_momentum)
@@ -157,7 +159,7 @@ class Trainer:
             ign_v = warp_images(known, theta.detach(), v.shape[-1])[:, 0] < 0.5
         view_targets = _view_targets(targets, theta, m, ign_v)
         if cfg.dense_only:
-            with torch.no_grad():
+            with torch.set_grad_enabled(cfg.dense_backbone_lr_mult > 0):
                 feats = self.model.backbone(v.detach(), all_stages=True)
             dl = dense_loss(self.model.dense_head(feats[:3]), view_targets, cfg.dense_sigma, ign_v,
                             cfg.dense_class_weights)
