@@ -195,8 +195,11 @@ def _agreement(a: np.ndarray, b: np.ndarray, radius: float) -> float:
     return 2 * int((d[r, c] <= radius).sum()) / max(1, len(a) + len(b))
 
 
-def _fused_copy(tmp_path, mix: float = 0.7):
-    """The bundled model's folder with its dense head fused with the transformer's points."""
+def _fused_copy(tmp_path, mix: float = 0.7, keep_marker: bool = False):
+    """The bundled model's folder with its dense head fused with the transformer's points. Its
+    backbone was tuned for the head, so the transformer no longer fits it: the copy clears that
+    mark (``keep_marker``: keeps it, which a fused model must refuse); its points are poorer, but
+    the fused path's numerics and cost are what the tests measure."""
     import json
     import shutil
 
@@ -206,15 +209,17 @@ def _fused_copy(tmp_path, mix: float = 0.7):
     shutil.copytree(resolve_model("acformer-crc"), dest)
     cfg = json.loads((dest / "config.json").read_text())
     cfg["architecture"]["dense_mix"] = mix
+    if not keep_marker:
+        cfg["architecture"]["dense_backbone_lr_mult"] = 0.0
     (dest / "config.json").write_text(json.dumps(cfg))
     return dest
 
 
 def test_bundled_detector_runs_its_head_alone_at_a_fraction_of_the_fused_time(sample_path, tmp_path):
-    """The bundled model's selection picked its dense head alone (``dense_mix`` 1): ``histoai
-    detect`` and ``--fast`` give the same nuclei, and the same weights with the transformer's points
-    fused in find nearly the same nuclei on a real H&E region in well over 1.6x the time (both
-    timed after a warm-up)."""
+    """The bundled model detects with its dense head alone (``dense_mix`` 1; its backbone was tuned
+    for the head): ``histoai detect`` and ``--fast`` give the same nuclei, a copy told to fuse the
+    transformer's points is refused in one line, and the fused path on the same weights costs well
+    over 1.6x the time (both timed after a warm-up)."""
     import time
 
     import pandas as pd
@@ -225,16 +230,16 @@ def test_bundled_detector_runs_its_head_alone_at_a_fraction_of_the_fused_time(sa
     from napari_histoai.methods.detection.registry import load_detector
 
     assert load_detector("acformer-crc", device="cpu").head_only
-    fused = _fused_copy(tmp_path)
     region = "0,0,1024,1024"
     assert main(["detect", str(sample_path), "--out", str(tmp_path / "default.csv"), "--region", region]) == 0
     assert main(["detect", str(sample_path), "--out", str(tmp_path / "fast.csv"), "--region", region, "--fast"]) == 0
-    assert main(["detect", str(sample_path), "--out", str(tmp_path / "full.csv"), "--region", region,
-                 "--model", str(fused)]) == 0
-    default, fast, full = (pd.read_csv(tmp_path / f"{n}.csv") for n in ("default", "fast", "full"))
-    assert default[["y", "x", "class"]].equals(fast[["y", "x", "class"]])
-    assert len(full) > 100 and abs(len(default) - len(full)) < 0.15 * len(full)
-    assert _agreement(default[["y", "x"]].to_numpy(), full[["y", "x"]].to_numpy(), 6.0) > 0.85  # level-0 px: within 3 µm
+    default, fast = (pd.read_csv(tmp_path / f"{n}.csv") for n in ("default", "fast"))
+    assert len(default) > 100 and default[["y", "x", "class"]].equals(fast[["y", "x", "class"]])
+    stale = _fused_copy(tmp_path / "stale", keep_marker=True)
+    assert main(["detect", str(sample_path), "--out", str(tmp_path / "x.csv"), "--region", region,
+                 "--model", str(stale)]) == 2
+    assert not (tmp_path / "x.csv").exists()
+    fused = _fused_copy(tmp_path)
     with open_image(sample_path) as im:
         tile = np.ascontiguousarray(np.asarray(im.read_region(0, 0, 1024, 1024))[..., :3])
     seconds = {}

@@ -226,7 +226,7 @@ def test_a_round_that_loses_on_the_held_out_corrections_is_not_saved(data_dir, t
     assert all(torch.equal(saved[k].float(), start[k].float()) for k in start)
     assert read_config(tmp_path / "wrecked")["metrics"]["selected_round"] == 0
     # the start model kept as it is, with its threshold shift for images outside its training stains
-    assert read_config(tmp_path / "wrecked")["architecture"]["stain_matched_shift"] == -0.1
+    assert read_config(tmp_path / "wrecked")["architecture"]["stain_matched_shift"] == _bundled_shift()
 
 
 def _val_item(data_dir, name="img16"):
@@ -240,6 +240,15 @@ def _val_item(data_dir, name="img16"):
     t = read_points_csv(d / "points" / f"{name}.csv")
     h, w = im.shape[:2]
     return make_mixed_image(name, im, t.yx, list(t.classes), ALL, [np.array([[0, 0], [0, w], [h, w], [h, 0]])], [])
+
+
+def _bundled_shift() -> float:
+    """The bundled detector's matched-stain threshold shift (picked by scripts/pick_matched_shift.py)."""
+    from napari_histoai.models import read_config, resolve_model
+
+    shift = read_config(resolve_model("acformer-crc"))["architecture"]["stain_matched_shift"]
+    assert shift < 0
+    return shift
 
 
 def test_the_score_threshold_is_re_picked_on_the_held_out_reviewed_blocks(data_dir, tmp_path):
@@ -263,7 +272,7 @@ def test_the_score_threshold_is_re_picked_on_the_held_out_reviewed_blocks(data_d
     assert kept["threshold"] == 0.10 and read_config(tmp_path / "kept")["architecture"]["score_threshold"] == 0.10
     for run, folder in ((res, "raised"), (kept, "kept")):  # a trained round drops the matched-stain shift
         shift = read_config(tmp_path / folder)["architecture"]["stain_matched_shift"]
-        assert shift == (-0.1 if run["selected_round"] == 0 else 0.0)
+        assert shift == (_bundled_shift() if run["selected_round"] == 0 else 0.0)
 
 
 def test_a_trained_round_is_validated_and_saved_without_the_matched_stain_shift(data_dir, tmp_path):
@@ -296,9 +305,9 @@ def test_a_trained_round_is_validated_and_saved_without_the_matched_stain_shift(
     assert it.matched  # another lab's stain: matched once by the job
     det = load_acformer("acformer-crc", device="cpu")
     det.stain_target = None  # the job's items are matched already
-    shifted, plain = validate(det, [it], matched_shift=-0.1), validate(det, [it])
+    shifted, plain = validate(det, [it], matched_shift=_bundled_shift()), validate(det, [it])
     assert res["val_before"]["f_d"] == shifted["f_d"] != plain["f_d"]
     it.matched = False
-    assert validate(det, [it], matched_shift=-0.1)["f_d"] == plain["f_d"]
+    assert validate(det, [it], matched_shift=_bundled_shift())["f_d"] == plain["f_d"]
     shift = read_config(tmp_path / "mon")["architecture"]["stain_matched_shift"]
-    assert shift == (-0.1 if res["selected_round"] == 0 else 0.0)
+    assert shift == (_bundled_shift() if res["selected_round"] == 0 else 0.0)
