@@ -47,6 +47,46 @@ def test_random_crop_moves_points_with_pixels():
 
 
 @needs_data
+def test_stain_jitter_changes_the_stains_not_the_layout():
+    """HED stain jitter (hed_jitter): off is the identity; on, a real H&E crop keeps its layout
+    (the same pixels stay darkest) while its haematoxylin amount changes by at most the strength,
+    and white background stays near white."""
+    from PIL import Image
+    from skimage.color import hed_from_rgb
+
+    from napari_histoai.methods.detection.data import hed_jitter
+
+    im = np.asarray(Image.open(DATA / "images" / "img1.png").convert("RGB"))[:128, :128].astype(np.float32) / 255
+    assert np.array_equal(hed_jitter(im, np.random.default_rng(0), 0.0), im)
+
+    def haematoxylin(x):
+        return (-np.log((x.astype(np.float64) * 255 + 1) / 256).reshape(-1, 3) @ hed_from_rgb)[:, 0]
+
+    h0 = haematoxylin(im)
+    nuclei = h0 > np.percentile(h0, 95)
+    changed = 0
+    for seed in range(6):
+        out = hed_jitter(im, np.random.default_rng(seed), 0.05)
+        assert out.shape == im.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        h1 = haematoxylin(out)
+        assert np.corrcoef(h0, h1)[0, 1] > 0.95  # the same nuclei, the same places
+        ratio = h1[nuclei].mean() / h0[nuclei].mean()
+        assert 0.85 < ratio < 1.15, ratio
+        changed += abs(ratio - 1) > 0.005
+        assert np.abs(hed_jitter(np.ones((4, 4, 3), np.float32), np.random.default_rng(seed), 0.05) - 1).max() < 0.2
+    assert changed >= 4  # it does jitter
+    c1, _, _ = random_crop(_point_image(im), 64, np.random.default_rng(3), jitter=0.0, hed=0.05)
+    c0, _, _ = random_crop(_point_image(im), 64, np.random.default_rng(3), jitter=0.0)
+    assert c1.shape == c0.shape and not np.allclose(c1, c0)
+
+
+def _point_image(im):
+    from napari_histoai.methods.detection.data import PointImage
+
+    return PointImage("x", (im * 255).astype(np.uint8), np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
+
+
+@needs_data
 def test_loss_falls_on_a_real_crop(tmp_path):
     from napari_histoai.methods.detection.train import train_job
 
@@ -62,6 +102,30 @@ def test_loss_falls_on_a_real_crop(tmp_path):
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
     assert any(glob) and not glob[0]
     assert (tmp_path / "model" / "config.json").is_file()
+
+
+@needs_data
+def test_a_run_saved_before_a_new_config_field_resumes_and_a_changed_one_is_named(tmp_path):
+    """A run saved before a config field existed (here hed_jitter) resumes when the field is at its
+    default; a run resumed with a changed setting is refused in one line naming the field."""
+    from napari_histoai.errors import JobError
+    from napari_histoai.methods.detection.train import state_dir, train_job
+
+    torch.set_num_threads(1)
+    folder = _crop_folder(tmp_path)
+    cfg = get_config("tiny", views="crop", crop_size=96, steps=2, global_loss=False, color_jitter=0.0)
+    train = load_folder(folder / "images", folder / "points", cfg.classes)
+    out = tmp_path / "run"
+    list(_iterate(train_job(cfg, train, out, seed=0, eval_every=1000, ckpt_every=1)))
+    last = state_dir(out) / "last.pt"
+    st = torch.load(str(last), map_location="cpu", weights_only=True)
+    del st["architecture"]["hed_jitter"]  # as saved before the field was added
+    torch.save(st, str(last))
+    steps = [p.done for p in _iterate(train_job(cfg.replace(steps=3), train, out, seed=0, eval_every=1000,
+                                                 resume=True))]
+    assert steps and steps[-1] == 3 and 1 not in steps  # resumed after step 2
+    with pytest.raises(JobError, match=r"another configuration \(hed_jitter\)"):
+        list(_iterate(train_job(cfg.replace(steps=4, hed_jitter=0.05), train, out, seed=0, resume=True)))
 
 
 def _iterate(job):

@@ -47,7 +47,7 @@ RULES = {
                              "aat_patch", "aat_embed", "aat_heads", "aat_blocks", "aat_input", "steps", "tile_size",
                              "mpp", "lr", "fusestyle_alpha", "dense_sigma", "lr_dense_mult")},
     **{k: NON_NEGATIVE for k in ("extra_levels", "enc_layers", "pos_scale", "global_warmup", "warmup_steps",
-                                 "overlap", "color_jitter", "global_weight", "cost_class", "cost_point",
+                                 "overlap", "color_jitter", "hed_jitter", "global_weight", "cost_class", "cost_point",
                                  "loss_class", "loss_point", "focal_gamma", "weight_decay", "grad_clip",
                                  "min_distance", "lr_transformer_mult", "lr_aat_mult", "dense_weight",
                                  "dense_backbone_lr_mult")},
@@ -107,6 +107,7 @@ class ACFormerConfig:
     crop_size: int = 256                # training crop (px at mpp) fed to the global network
     batch_images: int = 2               # images (crops) per step
     color_jitter: float = 0.1
+    hed_jitter: float = 0.0             # stain jitter in HED space (data.hed_jitter; Tellez et al. 0.05); 0 = off
     # --- views: AAT and its alternatives --------------------------------------------------
     views: str = "aat"                  # aat | affine | crop | none
     n_views: int = 4                    # M

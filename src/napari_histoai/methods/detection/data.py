@@ -17,7 +17,7 @@ from ...errors import JobError
 from ...io.points import read_points_csv
 
 __all__ = ["PointImage", "load_folder", "load_mask_folder", "centroids_from_mask", "resample", "random_crop",
-           "IMAGE_EXTS"]
+           "hed_jitter", "IMAGE_EXTS"]
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -135,10 +135,11 @@ def load_mask_folder(images: str | os.PathLike, masks: str | os.PathLike, data_m
     return out
 
 
-def random_crop(item: PointImage, size: int, rng: np.random.Generator, jitter: float = 0.1):
+def random_crop(item: PointImage, size: int, rng: np.random.Generator, jitter: float = 0.1, hed: float = 0.0):
     """A random ``size`` crop (padded with white if the image is smaller) with a random flip /
-    90-degree turn and colour jitter. Returns (crop float32 [3, size, size] in [0, 1],
-    points [G, 2] (y, x) normalised to [0, 1] of the crop, labels [G])."""
+    90-degree turn, stain jitter of strength ``hed`` (:func:`hed_jitter`; 0 = off, and then no
+    random number is drawn for it) and colour jitter. Returns (crop float32 [3, size, size] in
+    [0, 1], points [G, 2] (y, x) normalised to [0, 1] of the crop, labels [G])."""
     im, pts, lab = item.image, item.points, item.labels
     h, w = im.shape[:2]
     if h < size or w < size:
@@ -159,10 +160,26 @@ def random_crop(item: PointImage, size: int, rng: np.random.Generator, jitter: f
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
         p = np.stack([p[:, 0], size - 1 - p[:, 1]], 1)
+    if hed > 0:
+        crop = hed_jitter(crop, rng, hed)
     if jitter > 0:
         crop = _color_jitter(crop, rng, jitter)
     norm = (p + 0.5) / size
     return np.ascontiguousarray(crop.transpose(2, 0, 1)), norm.astype(np.float32), lab
+
+
+def hed_jitter(im: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
+    """Stain augmentation in haematoxylin / eosin / DAB space (Tellez et al., 2018): ``im``
+    float [H, W, 3] in [0, 1] -> optical density (-ln of the 8-bit transmission, +1 so white is
+    0) -> stain amounts through scikit-image's HED matrix (not clipped, so the round trip is
+    exact) -> each stain's amount x (1 + U(-s, s)) + U(-s, s) -> back to RGB, float32 [H, W, 3]."""
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    od = -np.log((im.astype(np.float64) * 255.0 + 1.0) / 256.0)
+    c = od.reshape(-1, 3) @ hed_from_rgb
+    c = c * (1.0 + rng.uniform(-s, s, 3)) + rng.uniform(-s, s, 3)
+    out = np.exp(-(c @ rgb_from_hed)) * 256.0 - 1.0
+    return np.clip(out / 255.0, 0.0, 1.0).reshape(im.shape).astype(np.float32)
 
 
 def _color_jitter(im: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:

@@ -287,8 +287,11 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
         st = torch.load(str(last), map_location="cpu", weights_only=True)
         saved = st.get("architecture", {})
         fixed = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MAY_CHANGE}
-        if {k: saved.get(k) for k in fixed} != fixed:
-            raise JobError(f"cannot resume {out}: the saved run used another configuration")
+        # a field added since the run was saved counts as its default (what the run trained with)
+        defaults = type(cfg)().to_dict()
+        differ = sorted(k for k in fixed if saved.get(k, defaults.get(k)) != fixed[k])
+        if differ:
+            raise JobError(f"cannot resume {out}: the saved run used another configuration ({', '.join(differ)})")
         changed = {k: [saved.get(k), getattr(cfg, k)] for k in RESUME_MAY_CHANGE if saved.get(k) != getattr(cfg, k)}
         model.load_state_dict(st["model"]), ema.module.load_state_dict(st["ema"])
         views.load_state_dict(st["views"]), opt.load_state_dict(st["opt"])
@@ -324,7 +327,7 @@ def train_job(cfg: ACFormerConfig, train: list[PointImage], out: str | Path, val
         crops, targets = [], []
         for _ in range(cfg.batch_images):
             item = train[int(rng.integers(len(train)))]
-            c, p, lab = random_crop(item, cfg.crop_size, rng, cfg.color_jitter)
+            c, p, lab = random_crop(item, cfg.crop_size, rng, cfg.color_jitter, cfg.hed_jitter)
             crops.append(torch.from_numpy(c))
             targets.append({"points": torch.from_numpy(p), "labels": torch.from_numpy(lab)})
         return torch.stack(crops), targets
