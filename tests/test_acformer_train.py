@@ -155,3 +155,22 @@ def test_cli_train_resume_and_load(tmp_path):
     assert p.shape[1] == 2
     assert main(["train-detector", "--images", str(tmp_path / "nope"), "--points", str(folder / "points"),
                  "--out", str(out), "--config", "tiny"]) == 2
+
+
+@needs_data
+def test_cli_stain_jitter_is_stored_and_bad_values_are_one_line(tmp_path, capsys):
+    from napari_histoai.cli import main
+    from napari_histoai.methods.detection.predict import load_acformer
+
+    folder = _crop_folder(tmp_path)
+    out = tmp_path / "det"
+    args = ["train-detector", "--images", str(folder / "images"), "--points", str(folder / "points"), "--out",
+            str(out), "--config", "tiny", "--steps", "2", "--views", "crop", "--global-loss", "off", "--device", "cpu"]
+    assert main(args + ["--stain-jitter", "0.05"]) == 0
+    assert load_acformer(out, device="cpu").cfg.hed_jitter == 0.05
+    capsys.readouterr()
+    assert main(args + ["--stain-jitter", "-0.1"]) == 2
+    assert "--stain-jitter: must be >= 0" in capsys.readouterr().err
+    assert main(["train-detector", "--project", str(tmp_path / "p.histoai"), "--out", str(tmp_path / "m"),
+                 "--stain-jitter", "0.05"]) == 2
+    assert "--stain-jitter is for training from --images/--points" in capsys.readouterr().err
