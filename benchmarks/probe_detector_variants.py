@@ -52,6 +52,24 @@ def _splits(classes):
     return hold, load_folder(CRC / "val" / "images", CRC / "val" / "points", classes, 0.5, 0.5)
 
 
+def _monuseg() -> list:
+    """MoNuSeg's 30 training tiles: (RGB uint8 [H, W, 3] at 0.25 µm/px, truth centres [G, 2], scored):
+    the 13 with annotated centroids (scored = True, report) and the 17 with binary masks only, whose
+    centres come from the masks (selection)."""
+    import tifffile
+    from PIL import Image
+
+    from napari_histoai.methods.detection.data import centroids_from_mask
+
+    out = []
+    for p in sorted((MON / "images").glob("*.png")):
+        csv = MON / "points" / f"{p.stem}.csv"
+        truth = (np.loadtxt(csv, delimiter=",", skiprows=1, usecols=(0, 1)).reshape(-1, 2) if csv.exists()
+                 else centroids_from_mask(tifffile.imread(MON / "masks_binary" / f"{p.stem}.tif"), 12.0))
+        out.append((np.asarray(Image.open(p).convert("RGB")), truth, csv.exists()))
+    return out
+
+
 def _fmt(r) -> str:
     return f"F_d {r['f_d']:.4f} mean F_c {r['mean_f_c']:.4f} ({', '.join(f'{x:.3f}' for x in r['f_c'])})"
 
@@ -125,11 +143,9 @@ def class_pool(det) -> None:
 
 
 def macenko(det) -> None:
-    import tifffile
     from PIL import Image
 
     from napari_histoai.engine.inference import infer_array
-    from napari_histoai.methods.detection.data import centroids_from_mask
     from napari_histoai.methods.stain import _od, macenko_vectors
     from napari_histoai.metrics import pooled_classification_scores
 
@@ -149,12 +165,7 @@ def macenko(det) -> None:
 
     runs = {"lookup table (the product)": {True: [], False: []}, "Macenko": {True: [], False: []}}
     own, target = det.threshold, det.stain_target
-    for p in sorted((MON / "images").glob("*.png")):
-        rgb = np.asarray(Image.open(p).convert("RGB"))
-        csv = MON / "points" / f"{p.stem}.csv"
-        scored = csv.exists()
-        truth = (np.loadtxt(csv, delimiter=",", skiprows=1, usecols=(0, 1)).reshape(-1, 2) if scored
-                 else centroids_from_mask(tifffile.imread(MON / "masks_binary" / f"{p.stem}.tif"), 12.0))
+    for rgb, truth, scored in _monuseg():
         det.threshold, det.matched_shift, det.stain_target = 0.05, 0.0, target
         res = infer_array(det, rgb, mpp=0.25).arrays()
         matched = det.stain_lut is not None
@@ -174,19 +185,10 @@ def macenko(det) -> None:
 
 
 def scale(det) -> None:
-    import tifffile
-    from PIL import Image
-
     from napari_histoai.engine.inference import infer_array
-    from napari_histoai.methods.detection.data import centroids_from_mask
     from napari_histoai.metrics import pooled_classification_scores
 
-    tiles = []
-    for p in sorted((MON / "images").glob("*.png")):
-        csv = MON / "points" / f"{p.stem}.csv"
-        truth = (np.loadtxt(csv, delimiter=",", skiprows=1, usecols=(0, 1)).reshape(-1, 2) if csv.exists()
-                 else centroids_from_mask(tifffile.imread(MON / "masks_binary" / f"{p.stem}.tif"), 12.0))
-        tiles.append((np.asarray(Image.open(p).convert("RGB")), truth, csv.exists()))
+    tiles = _monuseg()
     for declared in (0.25, 0.2625, 0.275):
         by = {True: [], False: []}
         for rgb, truth, scored in tiles:
@@ -199,12 +201,9 @@ def scale(det) -> None:
 
 
 def ensemble(det, second: str) -> None:
-    import tifffile
     import torch
-    from PIL import Image
 
     from napari_histoai.engine.inference import infer_array
-    from napari_histoai.methods.detection.data import centroids_from_mask
     from napari_histoai.methods.detection.predict import load_acformer
     from napari_histoai.metrics import pooled_classification_scores
 
@@ -214,7 +213,7 @@ def ensemble(det, second: str) -> None:
     def averaged(images, low_precision=None):
         maps, da = own(images, low_precision)
         db = other.model.backbone_maps(images, low_precision)[1]
-        mean = [(x.sigmoid() + y.sigmoid()) / 2 for x, y in ((da[:, :3], db[:, :3]),)][0]
+        mean = (da[:, :3].sigmoid() + db[:, :3].sigmoid()) / 2  # heat and sub-cell offsets
         prob = (da[:, 3:].softmax(1) + db[:, 3:].softmax(1)) / 2
         return maps, torch.cat([torch.logit(mean.clamp(1e-6, 1 - 1e-6)), prob.clamp_min(1e-12).log()], 1)
 
@@ -225,12 +224,9 @@ def ensemble(det, second: str) -> None:
                                            for it in items), len(det.classes), 6.0)
         print(f"{name}: {_fmt(r)}")
     by = {True: [], False: []}
-    for p in sorted((MON / "images").glob("*.png")):
-        csv = MON / "points" / f"{p.stem}.csv"
-        truth = (np.loadtxt(csv, delimiter=",", skiprows=1, usecols=(0, 1)).reshape(-1, 2) if csv.exists()
-                 else centroids_from_mask(tifffile.imread(MON / "masks_binary" / f"{p.stem}.tif"), 12.0))
-        pts, cls, _ = infer_array(det, np.asarray(Image.open(p).convert("RGB")), mpp=0.25).arrays()
-        by[csv.exists()].append((pts, cls, truth, -np.ones(len(truth), int)))
+    for rgb, truth, scored in _monuseg():
+        pts, cls, _ = infer_array(det, rgb, mpp=0.25).arrays()
+        by[scored].append((pts, cls, truth, -np.ones(len(truth), int)))
     print(f"MoNuSeg: 17 mask-only tiles (selection) F_d {pooled_classification_scores(by[False], 4, 12.0)['f_d']:.4f} | "
           f"13 centroid tiles (report) F_d {pooled_classification_scores(by[True], 4, 12.0)['f_d']:.4f}")
 
