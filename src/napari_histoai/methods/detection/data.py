@@ -175,8 +175,9 @@ def hed_jitter(im: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray
     exact) -> each stain's amount x (1 + U(-s, s)) + U(-s, s) -> back to RGB, float32 [H, W, 3]."""
     from skimage.color import hed_from_rgb, rgb_from_hed
 
-    od = -np.log((im.astype(np.float64) * 255.0 + 1.0) / 256.0)
-    c = od.reshape(-1, 3) @ hed_from_rgb
+    from ..stain import _od
+
+    c = _od(im * 255.0).reshape(-1, 3) @ hed_from_rgb
     c = c * (1.0 + rng.uniform(-s, s, 3)) + rng.uniform(-s, s, 3)
     out = np.exp(-(c @ rgb_from_hed)) * 256.0 - 1.0
     return np.clip(out / 255.0, 0.0, 1.0).reshape(im.shape).astype(np.float32)
