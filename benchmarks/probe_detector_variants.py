@@ -5,6 +5,7 @@ training data only, and prints the selection split beside the report split.
 
     python benchmarks/probe_detector_variants.py class-bias [--model acformer-crc]
     python benchmarks/probe_detector_variants.py class-threshold
+    python benchmarks/probe_detector_variants.py class-headroom
     python benchmarks/probe_detector_variants.py class-pool
     python benchmarks/probe_detector_variants.py macenko
     python benchmarks/probe_detector_variants.py scale
@@ -159,6 +160,34 @@ def class_threshold(det) -> None:
         print(f"thresholds {t}: hold-out F_d + mean F_c {s:.4f} | val", _fmt(score(val, raw["val"], t)))
 
 
+def class_headroom(det) -> None:
+    """How much of the F_c gap is the class choice: F_d / mean F_c of the detect job's points as
+    they are, and with every matched point (3 µm) given its true class (the same points, so F_d
+    is unchanged); the confusion matrix of matched, classified nuclei (rows: truth)."""
+    from napari_histoai.engine.inference import infer_array
+    from napari_histoai.metrics import pair_points, pooled_classification_scores
+
+    hold, val = _splits(det.classes)
+    K = len(det.classes)
+    for name, items in (("val", val), ("hold-out", hold)):
+        runs, conf = [], np.zeros((K, K), int)
+        for it in items:
+            p, c, _ = infer_array(det, it.image, mpp=0.5).arrays()
+            pi, gi = pair_points(p, it.points, 6.0)
+            ok = it.labels[gi] >= 0
+            oracle = c.copy()
+            oracle[pi[ok]] = it.labels[gi[ok]]
+            np.add.at(conf, (it.labels[gi[ok]], c[pi[ok]]), 1)
+            runs.append((p, c, oracle, it))
+        r = pooled_classification_scores(((p, c, it.points, it.labels) for p, c, _, it in runs), K, 6.0)
+        o = pooled_classification_scores(((p, t, it.points, it.labels) for p, _, t, it in runs), K, 6.0)
+        print(f"{name}: as detected {_fmt(r)}")
+        print(f"{name}: true classes at the matched points {_fmt(o)}")
+        print(f"{name}: class accuracy of matched, classified nuclei {np.trace(conf) / conf.sum():.3f}; "
+              f"confusion (rows: truth {det.classes}):")
+        print(conf)
+
+
 def class_pool(det) -> None:
     import torch
     import torch.nn.functional as F
@@ -291,7 +320,7 @@ def per_tile(det) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("class-bias", "class-threshold", "class-pool", "macenko", "scale", "ensemble", "per-tile"))
+    ap.add_argument("probe", choices=("class-bias", "class-threshold", "class-headroom", "class-pool", "macenko", "scale", "ensemble", "per-tile"))
     ap.add_argument("--second", default=None, help="ensemble: the second model")
     ap.add_argument("--threshold", type=float, default=None, help="ensemble: score threshold (default: the model's)")
     ap.add_argument("--model", default="acformer-crc")
@@ -310,7 +339,7 @@ def main(argv=None) -> int:
             det.threshold = a.threshold
         ensemble(det, a.second)
         return 0
-    {"class-bias": class_bias, "class-threshold": class_threshold, "class-pool": class_pool, "macenko": macenko, "scale": scale,
+    {"class-bias": class_bias, "class-threshold": class_threshold, "class-headroom": class_headroom, "class-pool": class_pool, "macenko": macenko, "scale": scale,
      "per-tile": per_tile}[a.probe](det)
     return 0
 
