@@ -66,6 +66,10 @@ def train(args) -> int:
         tr, va = selection_split(tr)  # the hold-out is never trained on
         data = ("CRCHistoPhenotypes train: 60 tiles trained on, every 7th by name (10 tiles) held out to select "
                 "checkpoints")
+    elif args.refit:
+        va = None  # no selection during the run: the final network is kept (finalize --settings-from)
+        data = ("CRCHistoPhenotypes train: all 70 tiles (a refit: the step count and inference settings were picked "
+                "on the training hold-out by the same recipe's 60-tile run; nothing selects on this run)")
     else:
         va = load_folder(DATA / "val" / "images", DATA / "val" / "points", cfg.classes, 0.5, cfg.mpp)
         data = "CRCHistoPhenotypes train (70 tiles), val (10 tiles) for selection"
@@ -155,6 +159,53 @@ def _score(items, raw, thr: float, md: float, n_classes: int) -> dict:
 
 WINDOWS = ((128, 32, False), (128, 16, False), (256, 48, False), (128, 32, True), (128, 16, True))
 DENSE_MIXES = (0.0, 0.3, 0.5, 0.7, 1.0)
+
+
+SETTINGS = ("score_threshold", "min_distance", "tile_size", "overlap", "windowed", "dense_mix")
+
+
+def finalize_refit(args) -> int:
+    """Finalize a ``--refit`` run (all 70 training tiles, nothing held out): its final EMA network
+    with the inference settings of ``--settings-from`` (the same recipe's 60-tile run, whose
+    checkpoint and settings the training hold-out picked) and the training tiles' stain range;
+    nothing is selected here. Then run ``scripts/pick_matched_shift.py`` on it as usual."""
+    import torch
+
+    from napari_histoai.methods.detection.train import state_dir
+    from napari_histoai.models import load_checkpoint, read_config, resolve_model, save_checkpoint
+
+    src = Path(args.out)
+    last = state_dir(src) / "last.pt"
+    state, cfg = load_checkpoint(src)
+    if not last.is_file():
+        raise SystemExit(f"{src}: no training state (last.pt): not a finished --refit run")
+    st = torch.load(str(last), map_location="cpu", weights_only=True)
+    if int(st["step"]) != cfg["architecture"]["steps"]:
+        raise SystemExit(f"{src}: the run stopped at step {st['step']} of {cfg['architecture']['steps']}")
+    ref_dir = resolve_model(args.settings_from)
+    ref = read_config(ref_dir)
+    a = cfg["architecture"]
+    a.update({k: ref["architecture"][k] for k in SETTINGS if k in ref["architecture"]})
+    target, spread, radius = training_stain_range()
+    a.update(stain_target=target.round(5).tolist(), stain_spread=spread.round(5).tolist(), stain_radius=round(radius, 4))
+    a.pop("stain_matched_shift", None)  # picked afresh for this network (pick_matched_shift.py)
+    cfg["training"]["steps"] = int(st["step"])
+    cfg["training"]["train_seconds"] = round(float(st["time"]), 1)
+    cfg["training"]["settings_from"] = str(args.settings_from)
+    ref_sel = ref.get("metrics", {})
+    cfg["metrics"] = {"selected_at_step": int(st["step"]),
+                      "selected_on": (f"{ref_sel.get('selected_on', 'training hold-out')}, by the same recipe's "
+                                      f"60-tile run ({args.settings_from}); this refit trained on those tiles too"),
+                      "val_selected": {"candidate": f"final EMA (step {st['step']}), settings copied"}}
+    cfg["name"] = Path(args.dest).name if args.dest else "acformer-crc"
+    dest = Path(args.dest) if args.dest else DEST
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in st["ema"].items()}
+    cfg["weights_dtype"] = "float16"
+    save_checkpoint(dest, sd, cfg)
+    cfg = read_config(dest)
+    (dest / "MODEL_CARD.md").write_text(model_card(cfg))
+    print(f"wrote {dest}: final EMA (step {st['step']}) with {', '.join(f'{k}={a[k]}' for k in SETTINGS if k in a)}")
+    return 0
 
 
 def finalize(args) -> int:
@@ -316,6 +367,17 @@ def model_card(cfg: dict) -> str:
     elif a.get("dense_head"):
         stain += ("\n- **Precision**: on CPUs with native bfloat16 the convolutions run in bfloat16 (float32"
                   "\n  elsewhere; `HISTOAI_PRECISION=float32` forces it).")
+    if t.get("settings_from"):  # a refit: nothing was held out, so there is no selection score of its own
+        selection = (f"- **Selection**: none on this network. It is a refit on all 70 training tiles of the recipe whose"
+                     f"\n  60-tile run ({t['settings_from']}) the training hold-out picked (its final step and the settings"
+                     f"\n  above); crchisto/val, MoNuSeg and speed: the README's detection table"
+                     f"\n  (`benchmarks/bench_detection.py`).")
+    else:
+        selection = (f"- **Selection split ({on}, 10 tiles, 6 px)**: F_d {v.get('f_d', float('nan')):.3f}"
+                     f"\n  (precision {v.get('precision', float('nan')):.3f}, recall {v.get('recall', float('nan')):.3f}),"
+                     f"\n  F_c {fc}, mean F_c {v.get('mean_f_c', float('nan')):.3f} (HoVer-Net's F_c). These numbers are"
+                     f"\n  optimistic (the split chose the settings{' and was trained on' if on != 'val' else ''}); crchisto/val,"
+                     f"\n  MoNuSeg and speed: the README's detection table (`benchmarks/bench_detection.py`).")
     return f"""# acformer-crc: default nuclei detector (AC-Former, compact)
 
 - **Method**: AC-Former (Huang et al., ICCV 2023): two-stage deformable point transformer with
@@ -332,11 +394,7 @@ def model_card(cfg: dict) -> str:
 - **Data**: {t.get('data', '')}. CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016),
   research use only; points of class `unlabeled` were detection targets of unknown class.
 - **Training**: {training}.
-- **Selection split ({on}, 10 tiles, 6 px)**: F_d {v.get('f_d', float('nan')):.3f}
-  (precision {v.get('precision', float('nan')):.3f}, recall {v.get('recall', float('nan')):.3f}),
-  F_c {fc}, mean F_c {v.get('mean_f_c', float('nan')):.3f} (HoVer-Net's F_c). These numbers are
-  optimistic (the split chose the settings{' and was trained on' if on != 'val' else ''}); crchisto/val,
-  MoNuSeg and speed: the README's detection table (`benchmarks/bench_detection.py`).
+{selection}
 - **Limits**: a small model trained from scratch on 60-70 tiles of one organ (colorectal);
   expect lower accuracy on other tissues and stains.
 """
@@ -361,10 +419,17 @@ def main() -> int:
                     "its weights and configuration; added parts (e.g. --set dense_head=true) start fresh")
     ap.add_argument("--select-holdout", action="store_true", help="select checkpoints on the training hold-out "
                     "(every 7th training tile) instead of val")
+    ap.add_argument("--refit", action="store_true", help="train on all 70 training tiles with no selection during "
+                    "the run (the recipe's steps and settings were picked by a --select-holdout run); finalize it "
+                    "with --settings-from that run's model")
+    ap.add_argument("--settings-from", default=None, help="with --finalize: keep the final network and copy the "
+                    "inference settings (threshold, windows, merge distance) from this model instead of a grid")
     ap.add_argument("--finalize", action="store_true", help="copy the selected model into the package")
     ap.add_argument("--dest", default=None, help="with --finalize: write the model here instead of the package")
     args = ap.parse_args()
-    return finalize(args) if args.finalize else train(args)
+    if args.finalize:
+        return finalize_refit(args) if args.settings_from else finalize(args)
+    return train(args)
 
 
 if __name__ == "__main__":

@@ -354,3 +354,56 @@ def test_strip_dense_head_gives_the_base_network_with_its_own_record(tmp_path, m
     save_checkpoint(tmp_path / "plain", state, meta)
     assert run(tmp_path / "plain", tmp_path / "x") == 2
     assert "no base network" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@needs_data
+def test_refit_keeps_its_final_network_with_the_held_out_runs_settings(tmp_path, monkeypatch):
+    """scripts/train_default_detector.py ``--finalize --settings-from``: a refit run (trained on
+    every training tile, nothing held out) ships its final EMA weights with the inference settings
+    the hold-out picked for the 60-tile run; its card says no selection was made on it; a run that
+    stopped before its last step is refused in one line, and nothing is written."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from napari_histoai.methods.detection.data import load_folder
+    from napari_histoai.methods.detection.train import state_dir, train_job
+    from napari_histoai.models import load_checkpoint, read_config, save_checkpoint
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "train_default_detector.py")
+
+    def run(*argv):
+        monkeypatch.setattr(sys, "argv", ["train_default_detector.py", *map(str, argv)])
+        try:
+            return runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            return e.code
+
+    torch.set_num_threads(1)
+    folder = _crop_folder(tmp_path)
+    cfg = get_config("tiny", views="crop", crop_size=128, view_size=64, steps=3, global_loss=False, color_jitter=0.0)
+    train = load_folder(folder / "images", folder / "points", cfg.classes)
+    list(_iterate(train_job(cfg, train, tmp_path / "refit", seed=0, eval_every=1000)))
+    ref_state, ref_meta = load_checkpoint(tmp_path / "refit")
+    ref_meta["architecture"].update(score_threshold=0.35, min_distance=4.0, tile_size=96, overlap=16,
+                                    stain_matched_shift=-0.1)
+    save_checkpoint(tmp_path / "held-out-run", ref_state, ref_meta)
+
+    run("--out", tmp_path / "refit", "--finalize", "--settings-from", tmp_path / "held-out-run",
+        "--dest", tmp_path / "final")
+    sd, meta = load_checkpoint(tmp_path / "final")
+    last = torch.load(str(state_dir(tmp_path / "refit") / "last.pt"), map_location="cpu", weights_only=True)
+    assert set(sd) == set(last["ema"]) and all(torch.allclose(sd[k].float(), last["ema"][k].float().half().float())
+                                               for k in sd)
+    a = meta["architecture"]
+    assert (a["score_threshold"], a["min_distance"], a["tile_size"], a["overlap"]) == (0.35, 4.0, 96, 16)
+    assert "stain_matched_shift" not in a and np.shape(a["stain_target"]) == (2, 3)  # the shift is picked afresh
+    assert read_config(tmp_path / "final")["training"]["settings_from"] == str(tmp_path / "held-out-run")
+    assert "Selection**: none on this network" in (tmp_path / "final" / "MODEL_CARD.md").read_text()
+
+    last["step"] = 2  # a run interrupted before its last step
+    torch.save(last, str(state_dir(tmp_path / "refit") / "last.pt"))
+    code = run("--out", tmp_path / "refit", "--finalize", "--settings-from", tmp_path / "held-out-run",
+               "--dest", tmp_path / "early")
+    assert "stopped at step 2 of 3" in str(code)  # SystemExit's one line
+    assert not (tmp_path / "early").exists()
