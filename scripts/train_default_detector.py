@@ -81,7 +81,8 @@ def train(args) -> int:
                  "centroids, which the benchmark scores, are not trained on)")
     extra = {"training": {"data": data, "command": " ".join(["python"] + sys.argv), "config_name": args.config,
                           **({"init_from": args.init_from, "base": base_training(args.init_from)}
-                             if args.init_from else {})}}
+                             if args.init_from else {}),
+                          **({"backbone_weights": args.backbone_weights} if args.backbone_weights else {})}}
     t0 = time.time()
 
     def show(p):
@@ -96,7 +97,7 @@ def train(args) -> int:
 
     run_job(train_job(cfg, tr, args.out, val=va, device=str(pick_device(args.device)), seed=args.seed, resume=True,
                       ckpt_every=50, eval_every=args.eval_every, log_path=args.log, extra_config=extra,
-                      init_from=args.init_from), show)
+                      init_from=args.init_from, backbone_weights=args.backbone_weights), show)
     return 0
 
 
@@ -417,6 +418,8 @@ def main() -> int:
                     help="also train on the 17 MoNuSeg tiles that have binary masks only (detection targets)")
     ap.add_argument("--init-from", default=None, help="start from this AC-Former model (folder or bundled name): "
                     "its weights and configuration; added parts (e.g. --set dense_head=true) start fresh")
+    ap.add_argument("--backbone-weights", default=None, help="start the backbone from these torchvision-format "
+                    "weights (e.g. scripts/pretrain_backbone.py's); the rest starts fresh")
     ap.add_argument("--select-holdout", action="store_true", help="select checkpoints on the training hold-out "
                     "(every 7th training tile) instead of val")
     ap.add_argument("--refit", action="store_true", help="train on all 70 training tiles with no selection during "
