@@ -177,7 +177,7 @@ def finalize_refit(args) -> int:
 
     src = Path(args.out)
     last = state_dir(src) / "last.pt"
-    state, cfg = load_checkpoint(src)
+    _, cfg = load_checkpoint(src)
     if not last.is_file():
         raise SystemExit(f"{src}: no training state (last.pt): not a finished --refit run")
     st = torch.load(str(last), map_location="cpu", weights_only=True)
@@ -430,6 +430,8 @@ def main() -> int:
     ap.add_argument("--finalize", action="store_true", help="copy the selected model into the package")
     ap.add_argument("--dest", default=None, help="with --finalize: write the model here instead of the package")
     args = ap.parse_args()
+    if args.refit and args.select_holdout:
+        ap.error("--refit trains on the hold-out too: it cannot also select on it")
     if args.finalize:
         return finalize_refit(args) if args.settings_from else finalize(args)
     return train(args)
