@@ -4,7 +4,7 @@
 
 Method: dense VICReg (Bardes et al., ICLR 2022, applied per feature-map position as in
 VICRegL): two views of one crop differ by a random flip / 90-degree turn and by independent
-stain (HED) and colour jitter and blur; the backbone's stage-2 and stage-3 maps of the second
+stain (HED) jitter and brightness / contrast jitter; the backbone's stage-2 and stage-3 maps of the second
 view are turned back onto the first's grid, so each map position has an exact partner. Loss =
 25 x invariance (MSE of projected partner vectors) + 25 x variance (hinge on each channel's std
 over all positions of the batch) + 1 x covariance, per stage. No labels are read.
