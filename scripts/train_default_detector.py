@@ -311,7 +311,8 @@ def base_training(init_from: str) -> dict:
 
     b = read_config(resolve_model(init_from))
     t, a = b.get("training", {}), b.get("architecture", {})
-    return {k: t.get(k) for k in ("steps", "train_seconds", "device", "data", "command", "seed")} | {
+    return {k: t.get(k) for k in ("steps", "train_seconds", "device", "data", "command", "seed",
+                                  "backbone_weights")} | {
         k: a.get(k) for k in ("global_loss", "global_warmup", "global_weight", "teacher_threshold")}
 
 
@@ -322,9 +323,12 @@ def model_card(cfg: dict) -> str:
     on = m.get("selected_on", "val")
     how = ("afterwards on the frozen network's features (every other weight unchanged)" if a.get("dense_only")
            else "with the transformer")
+    b = t.get("base") or {}
     if a.get("dense_only") and a.get("dense_backbone_lr_mult", 0) > 0:
         how = (f"afterwards with the backbone tuned for it (backbone lr x{a['dense_backbone_lr_mult']:g}, BatchNorm"
-               "\n  statistics kept; the transformer's weights unchanged, so it no longer fits and is not used)")
+               "\n  statistics kept; the transformer's weights unchanged, so it no longer fits and is not used)" if b else
+               f"on the backbone, tuned with it (backbone lr x{a['dense_backbone_lr_mult']:g}, BatchNorm statistics kept;"
+               "\n  no base network: the transformer was never trained and is not used)")
         use = "at inference its peaks are the detections"
     elif a.get("dense_head") and a.get("dense_mix", 0) >= 1:
         use = ("at inference its peaks are the detections and the transformer is skipped: on the selection"
@@ -334,7 +338,6 @@ def model_card(cfg: dict) -> str:
         use = f"at inference its peaks are fused with the query points (weight {a.get('dense_mix', 0):g} in the score)"
     dense = (f"\n- **Dense head**: CenterNet-style centre maps at stride 4 on backbone stages 1-3, trained"
              f"\n  {how}; {use}." if a.get("dense_head") else "")
-    b = t.get("base") or {}
     g = b if b else a   # the global loss belongs to the base network's training when there is one
     where = lambda d: f"{d.get('device')}" + (" (2 shared CPU cores)" if d.get("device") == "cpu" else "")  # noqa: E731
     if b:
@@ -345,6 +348,9 @@ def model_card(cfg: dict) -> str:
     else:
         training = (f"{t.get('steps')} steps, seed {t.get('seed')}, {t.get('train_seconds')} s on {where(t)}. "
                     f"Command: `{t.get('command', '')}`, then `--finalize`")
+    ssl = t.get("backbone_weights") or b.get("backbone_weights")
+    origin = (f"started from self-supervised weights, {ssl}, trained on unlabelled H&E" if ssl
+              else "from scratch, no pretrained weights")
     fc = ", ".join(f"{c} {x:.3f}" for c, x in zip(cfg["classes"], v.get("f_c", [])))
     stain = ("\n- **Stain matching**: an input whose stain lies outside the training images' (optical-density"
              "\n  mean and std per RGB channel over tissue, from the image's or slide's thumbnail; farther than"
@@ -385,8 +391,8 @@ def model_card(cfg: dict) -> str:
   the Adaptive Affine Transformer (views={a['views']}, M={a['n_views']}), the global EMA network
   loss (alpha={g['global_weight']} after {g['global_warmup']} steps, teacher threshold
   {g['teacher_threshold']}) and FuseStyle ({a['fusestyle']}, partner {a['fusestyle_partner']}).
-  Compact config: {a['backbone']} stages {a['backbone_stages']} (from scratch, no pretrained
-  weights) + {a['extra_levels']} extra level, d={a['d_model']}, {a['enc_layers']}+{a['dec_layers']} layers,
+  Compact config: {a['backbone']} stages {a['backbone_stages']} ({origin})
+  + {a['extra_levels']} extra level, d={a['d_model']}, {a['enc_layers']}+{a['dec_layers']} layers,
   {a['num_queries']} queries per {a['query_ref_size']}^2 px.
 - **Classes**: {', '.join(cfg['classes'])}. **Resolution**: {cfg['mpp']} µm/px (20x); other
   resolutions are resampled by the detect job. The network runs on {a['tile_size']} px windows (overlap
@@ -396,7 +402,7 @@ def model_card(cfg: dict) -> str:
   research use only; points of class `unlabeled` were detection targets of unknown class.
 - **Training**: {training}.
 {selection}
-- **Limits**: a small model trained from scratch on 60-70 tiles of one organ (colorectal);
+- **Limits**: a small model trained {'from self-supervised weights' if ssl else 'from scratch'} on 60-70 tiles of one organ (colorectal);
   expect lower accuracy on other tissues and stains.
 """
 

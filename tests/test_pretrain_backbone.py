@@ -59,3 +59,21 @@ def test_pretraining_lowers_its_loss_loads_as_the_backbone_and_resumes(ssl, data
     assert "resumed at step 60" in text and '"step": 70' in text and '"step": 10,' not in text
     with pytest.raises(SystemExit):
         ssl["main"](args + ["--crop", "72"])  # not a multiple of the stage-3 stride
+
+
+def test_a_detector_started_from_pretrained_weights_says_so_on_its_card():
+    """The model card of a detector whose backbone started from self-supervised weights names them
+    and does not claim a from-scratch backbone; the bundled model's card still says from scratch."""
+    import copy
+
+    from napari_histoai.models import read_config, resolve_model
+
+    card = runpy.run_path(str(Path(SCRIPT).with_name("train_default_detector.py")))["model_card"]
+    cfg = read_config(resolve_model("acformer-crc"))
+    assert "from scratch, no pretrained weights" in card(cfg)
+    ssl_cfg = copy.deepcopy(cfg)
+    ssl_cfg["training"].pop("base", None)
+    ssl_cfg["training"]["backbone_weights"] = "runs/ssl/r18.safetensors"
+    text = card(ssl_cfg)
+    assert "self-supervised weights, runs/ssl/r18.safetensors" in text
+    assert "from scratch" not in text and "the transformer was never trained" in text
